@@ -37,7 +37,9 @@ enum {
         {"socket", required_argument, NULL, CLI_OPT_SOCKET},                   \
         {"module", required_argument, NULL, CLI_OPT_MODULE},                   \
         {"pin-source", required_argument, NULL, CLI_OPT_PIN_SOURCE},           \
-        {"help", no_argument, NULL, 'h'}
+    {                                                                          \
+        "help", no_argument, NULL, 'h'                                         \
+    }
 
 /* Handle a global option from getopt_long; true if it was one. */
 int cli_global_opt(int opt, const char *arg);

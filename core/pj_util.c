@@ -32,7 +32,8 @@ pj_b64url_encode(const uint8_t *in, size_t len, char **outp)
     }
     /* A table-driven loop: OpenSSL's EVP_EncodeBlock pads and uses +/. */
     for (i = 0; i + 2 < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        uint32_t v =
+            (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
         out[o++] = b64url_alphabet[(v >> 18) & 63];
         out[o++] = b64url_alphabet[(v >> 12) & 63];
         out[o++] = b64url_alphabet[(v >> 6) & 63];
