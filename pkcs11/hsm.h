@@ -103,7 +103,7 @@ struct hsm_key_info {
     bool sensitive, always_sensitive;
     bool extractable, never_extractable;
     bool can_sign, can_decrypt, can_unwrap;
-    bool local; /* generated on the token */
+    bool local;           /* generated on the token */
     bool sha256_rsa_pkcs; /* the token offers CKM_SHA256_RSA_PKCS */
 };
 
@@ -115,6 +115,9 @@ struct hsm_keygen_opts {
     const char *uri;        /* token=... and object=... (label); id optional */
     const char *pin_source; /* overrides the URI's pin-source */
     unsigned bits;          /* 2048 (default when 0), 3072 or 4096 */
+    /* Optional: called once before the (slow) generation starts. */
+    void (*progress)(void *arg, const char *msg);
+    void *progress_arg;
 };
 
 /*
