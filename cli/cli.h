@@ -51,6 +51,26 @@ int cli_usage(const char *cmd, const char *fmt, ...) PJ_PRINTF(2, 3);
 /* For a getopt_long '?' or ':' result: returns CLI_USAGE. */
 int cli_bad_option(const char *cmd);
 
+/* token and assertion, signed in this process (cli_token.c). */
+enum cli_direct_format {
+    CLI_FMT_JSON,
+    CLI_FMT_HEADER,
+    CLI_FMT_ENV,
+    CLI_FMT_RAW,
+};
+
+/* What `token` or `assertion` asked for . */
+struct cli_direct_opts {
+    const char *cmd; /* "token" or "assertion" */
+    const char *profile;
+    const char *subject;
+    enum cli_direct_format format;
+    int assertion_only;
+};
+
+int cli_direct(const struct cli_direct_opts *o);
+int cli_direct_format_parse(const char *s, enum cli_direct_format *fmtp);
+
 int cli_cmd_keygen(int argc, char **argv);
 int cli_cmd_sign(int argc, char **argv);
 int cli_cmd_cert(int argc, char **argv);
