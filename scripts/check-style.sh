@@ -33,7 +33,7 @@ banned() {
 banned '\b(strcpy|strcat|sprintf|vsprintf|gets|strtok|atoi)[[:space:]]*\(' \
     'unbounded or unchecked libc call (use snprintf, pj_strlcpy, pj_parse_long)'
 banned 'CURLOPT_SSL_VERIFY(PEER|HOST)[^;]*,[[:space:]]*0' 'TLS verification turned off'
-banned 'free[[:space:]]*\([[:space:]]*(pin|secret|password)' 'plain free() of a secret'
+banned '(^|[^_[:alnum:]])free[[:space:]]*\([[:space:]]*(pin|secret|password)' 'plain free() of a secret'
 banned '^[[:space:]]*//' '// comment (use /* */)'
 banned 'CURLOPT_VERBOSE' 'CURLOPT_VERBOSE prints headers, i.e. tokens'
 

@@ -1,0 +1,890 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The event loop: one thread polls the listening socket, the clients, an
+ * eventfd for worker completions and a signalfd, through curl_multi_poll so
+ * HTTP exchanges progress in the same loop. Signing and key opening run on
+ * worker threads; the loop never blocks on the token or the network.
+ */
+#define _GNU_SOURCE 1 /* accept4, struct ucred */
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "agent/agent.h"
+#include "agent/agent_server.h"
+#include "core/pj_log.h"
+#include "core/pj_util.h"
+
+#define CONN_BUF_MAX (AGENT_LINE_MAX + 2) /* line + \r + \n */
+
+struct agent_conn {
+    struct agent_conn *prev, *next;
+    int fd;
+    struct agent_peer peer;
+    char *in;
+    size_t in_len, in_cap;
+    struct agent_req *head, *tail;
+    unsigned n_reqs;
+    int64_t last_io;       /* ms */
+    int64_t partial_since; /* ms; 0 = no partial line */
+    int64_t write_since;   /* ms; 0 = nothing waiting to be written */
+    bool dead;
+    bool no_read; /* a close_after answer is queued */
+    bool want;    /* service after this iteration */
+};
+
+struct server {
+    struct agent *ag;
+    int listen_fd;
+    bool listen_owned;
+    char *sock_path;
+    int evfd, sigfd;
+    CURLM *multi;
+    pthread_t *threads;
+    unsigned nthreads;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct agent_job *q_head, *q_tail, *d_head, *d_tail;
+    struct agent_job *http; /* transfers in the multi handle (via next) */
+    bool quit;
+    struct agent_conn *conns;
+    unsigned nconns, max_conns;
+    struct curl_waitfd *wfds;
+    size_t wcap;
+    bool ready_sent;
+    int64_t drain_deadline;
+    const char *config_path;
+};
+
+/* ---- worker pool ------------------------------------------------------ */
+
+static void *
+worker_main(void *arg)
+{
+    struct server *s = arg;
+    struct agent_job *job;
+    uint64_t one = 1;
+
+    for (;;) {
+        pthread_mutex_lock(&s->lock);
+        while (!s->quit && s->q_head == NULL) {
+            pthread_cond_wait(&s->cond, &s->lock);
+        }
+        if (s->quit) {
+            pthread_mutex_unlock(&s->lock);
+            return NULL;
+        }
+        job = s->q_head;
+        s->q_head = job->next;
+        if (s->q_head == NULL) {
+            s->q_tail = NULL;
+        }
+        pthread_mutex_unlock(&s->lock);
+        job->next = NULL;
+        agent_job_run(job);
+        pthread_mutex_lock(&s->lock);
+        if (s->d_tail != NULL) {
+            s->d_tail->next = job;
+        } else {
+            s->d_head = job;
+        }
+        s->d_tail = job;
+        pthread_mutex_unlock(&s->lock);
+        if (write(s->evfd, &one, sizeof(one)) < 0) {
+            /* eventfd only fails on overflow; the loop drains anyway */
+        }
+    }
+}
+
+static bool
+be_submit(struct agent *ag, struct agent_job *job)
+{
+    struct server *s = ag->be.arg;
+
+    job->next = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->quit) {
+        pthread_mutex_unlock(&s->lock);
+        return false;
+    }
+    if (s->q_tail != NULL) {
+        s->q_tail->next = job;
+    } else {
+        s->q_head = job;
+    }
+    s->q_tail = job;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return true;
+}
+
+static void
+drain_done(struct server *s)
+{
+    struct agent_job *job, *next;
+    uint64_t v;
+
+    if (read(s->evfd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: nothing signalled */
+    }
+    pthread_mutex_lock(&s->lock);
+    job = s->d_head;
+    s->d_head = s->d_tail = NULL;
+    pthread_mutex_unlock(&s->lock);
+    for (; job != NULL; job = next) {
+        next = job->next;
+        job->next = NULL;
+        agent_job_done(s->ag, job);
+    }
+}
+
+/* ---- HTTP (curl multi) ----------------------------------------------------
+ */
+
+static pj_rc
+be_start_http(struct agent *ag, struct agent_job *job, struct pj_err *err)
+{
+    struct server *s = ag->be.arg;
+    CURL *easy;
+    CURLMcode mc;
+
+    PJ_TRY(sf_transfer_new(job->sreq, &job->xfer, err));
+    easy = sf_transfer_easy(job->xfer);
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, (void *)job);
+    mc = curl_multi_add_handle(s->multi, easy);
+    if (mc != CURLM_OK) {
+        return pj_err_set(err, PJ_ERR_INTERNAL, "curl_multi_add_handle: %s",
+                          curl_multi_strerror(mc));
+    }
+    job->next = s->http;
+    s->http = job;
+    return PJ_OK;
+}
+
+static void
+http_unlink(struct server *s, struct agent_job *job)
+{
+    struct agent_job **pp;
+
+    for (pp = &s->http; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == job) {
+            *pp = job->next;
+            job->next = NULL;
+            return;
+        }
+    }
+}
+
+static void
+http_collect(struct server *s)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(s->multi, &left)) != NULL) {
+        struct agent_job *job = NULL;
+        struct sf_result res;
+        struct pj_err err = {0};
+        pj_rc rc;
+
+        if (msg->msg != CURLMSG_DONE) {
+            continue;
+        }
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&job);
+        CURLcode code = msg->data.result;
+        curl_multi_remove_handle(s->multi, msg->easy_handle);
+        http_unlink(s, job);
+        sf_result_init(&res);
+        rc = sf_transfer_finish(job->xfer, code, &res, &err);
+        agent_exchange_done(s->ag, job, rc, &res, &err);
+        sf_result_cleanup(&res);
+    }
+}
+
+/* ---- connections ----------------------------------------------------------
+ */
+
+static void
+be_answered(struct agent *ag, struct agent_req *req)
+{
+    (void)ag;
+    if (req->conn != NULL) {
+        req->conn->want = true;
+    }
+}
+
+static void
+conn_close(struct server *s, struct agent_conn *c)
+{
+    struct agent_req *r, *rn;
+
+    for (r = c->head; r != NULL; r = rn) {
+        rn = r->next;
+        r->next = NULL;
+        if (r->done) {
+            agent_req_free(r);
+        } else {
+            r->conn = NULL; /* orphan: freed when its work completes */
+        }
+    }
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        s->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    close(c->fd);
+    free(c->peer.exe);
+    if (c->in != NULL) {
+        memset(c->in, 0, c->in_cap);
+        free(c->in);
+    }
+    free(c);
+    s->nconns--;
+    s->ag->connections = s->nconns;
+}
+
+/* Write finished answers at the head, in order. */
+static void
+conn_flush(struct agent_conn *c, int64_t now)
+{
+    struct agent_req *r;
+
+    while ((r = c->head) != NULL && r->done && !c->dead) {
+        while (r->out_off < r->out.len) {
+            ssize_t n = send(c->fd, r->out.data + r->out_off,
+                             r->out.len - r->out_off, MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                    c->dead = true;
+                }
+                if (c->write_since == 0) {
+                    c->write_since = now;
+                }
+                return;
+            }
+            r->out_off += (size_t)n;
+            c->last_io = now;
+            c->write_since = now;
+        }
+        c->head = r->next;
+        if (c->head == NULL) {
+            c->tail = NULL;
+        }
+        c->n_reqs--;
+        c->write_since = 0;
+        if (r->close_after) {
+            c->dead = true;
+        }
+        agent_req_free(r);
+    }
+}
+
+static struct agent_req *
+conn_push(struct agent_conn *c)
+{
+    struct agent_req *req = agent_req_new(c, &c->peer);
+
+    if (req == NULL) {
+        c->dead = true;
+        return NULL;
+    }
+    if (c->tail != NULL) {
+        c->tail->next = req;
+    } else {
+        c->head = req;
+    }
+    c->tail = req;
+    c->n_reqs++;
+    return req;
+}
+
+/* Dispatch complete lines while the pipeline has room. */
+static bool
+conn_process(struct server *s, struct agent_conn *c, int64_t now)
+{
+    size_t off = 0;
+    bool any = false;
+
+    while (!c->dead && !c->no_read && c->n_reqs < AGENT_PIPELINE_MAX &&
+           off < c->in_len) {
+        char *line = c->in + off, *nl;
+        size_t len;
+        struct agent_req *req;
+
+        nl = memchr(line, '\n', c->in_len - off);
+        if (nl == NULL) {
+            if (c->in_len - off >= CONN_BUF_MAX - 1 && off == 0) {
+                /* No newline within the cap: refuse and close. */
+                if ((req = conn_push(c)) != NULL) {
+                    req->close_after = true;
+                    s->ag->dispatching = req;
+                    agent_answer_error(s->ag, req, AGENT_E_BAD_REQUEST,
+                                       "request line longer than 8192 bytes",
+                                       NULL);
+                    s->ag->dispatching = NULL;
+                }
+                c->no_read = true;
+                off = c->in_len;
+                any = true;
+            }
+            break;
+        }
+        len = (size_t)(nl - line);
+        off += len + 1;
+        if (len > 0 && line[len - 1] == '\r') {
+            len--;
+        }
+        if (len == 0) {
+            continue;
+        }
+        if ((req = conn_push(c)) == NULL) {
+            break;
+        }
+        if (len > AGENT_LINE_MAX) {
+            req->close_after = true;
+            c->no_read = true;
+        }
+        agent_dispatch(s->ag, &c->peer, line, len, req);
+        any = true;
+    }
+    if (off > 0) {
+        memset(c->in, 0, off < c->in_len ? off : c->in_len);
+        memmove(c->in, c->in + off, c->in_len - off);
+        c->in_len -= off;
+    }
+    c->partial_since =
+        c->in_len > 0 ? (c->partial_since ? c->partial_since : now) : 0;
+    return any;
+}
+
+static void
+conn_service(struct server *s, struct agent_conn *c, int64_t now)
+{
+    int rounds = 0;
+
+    c->want = false;
+    do {
+        conn_flush(c, now);
+    } while (conn_process(s, c, now) && ++rounds < 1000);
+    conn_flush(c, now);
+}
+
+static void
+conn_read(struct agent_conn *c, int64_t now)
+{
+    ssize_t n;
+
+    if (c->in == NULL || c->in_cap < CONN_BUF_MAX) {
+        /* Start small; grow to the cap only for long lines. */
+        size_t ncap = c->in_cap ? CONN_BUF_MAX : 1024;
+        if (c->in_len + 256 > ncap) {
+            ncap = CONN_BUF_MAX;
+        }
+        if (ncap != c->in_cap) {
+            char *nb = malloc(ncap);
+            if (nb == NULL) {
+                c->dead = true;
+                return;
+            }
+            if (c->in != NULL) {
+                memcpy(nb, c->in, c->in_len);
+                memset(c->in, 0, c->in_cap);
+                free(c->in);
+            }
+            c->in = nb;
+            c->in_cap = ncap;
+        }
+    }
+    if (c->in_len >= c->in_cap) {
+        return;
+    }
+    n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    if (n == 0) {
+        /* EOF: answer what is outstanding, then close. */
+        c->no_read = true;
+        if (c->n_reqs == 0) {
+            c->dead = true;
+        }
+        return;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            c->dead = true;
+        }
+        return;
+    }
+    c->in_len += (size_t)n;
+    c->last_io = now;
+    c->want = true;
+}
+
+static void
+send_busy_and_close(int fd)
+{
+    static const char busy[] =
+        "{\"ok\":false,\"error\":\"busy\",\"message\":\"the agent has too "
+        "many connections; retry shortly\"}\n";
+    ssize_t n = send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+    (void)n;
+    close(fd);
+}
+
+static void
+do_accept(struct server *s, int64_t now)
+{
+    int i;
+
+    for (i = 0; i < 64; i++) {
+        struct ucred cred;
+        socklen_t clen = sizeof(cred);
+        struct agent_conn *c;
+        char proc[64], exe[PATH_MAX];
+        ssize_t n;
+        int fd =
+            accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE) {
+                pj_log_warn("accept: out of file descriptors");
+            }
+            return;
+        }
+        if (s->nconns >= s->max_conns || s->ag->stopping) {
+            s->ag->ipc_errors[AGENT_E_BUSY]++;
+            send_busy_and_close(fd);
+            continue;
+        }
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0) {
+            close(fd);
+            continue;
+        }
+        if ((c = calloc(1, sizeof(*c))) == NULL) {
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        c->peer.uid = cred.uid;
+        c->peer.gid = cred.gid;
+        c->peer.pid = cred.pid;
+        if (cred.pid > 0) {
+            snprintf(proc, sizeof(proc), "/proc/%d/exe", (int)cred.pid);
+            n = readlink(proc, exe, sizeof(exe) - 1);
+            if (n > 0) {
+                exe[n] = '\0';
+                c->peer.exe = strdup(exe);
+            }
+        }
+        c->last_io = now;
+        c->next = s->conns;
+        if (s->conns != NULL) {
+            s->conns->prev = c;
+        }
+        s->conns = c;
+        s->nconns++;
+        s->ag->connections = s->nconns;
+        pj_log_debug("connection from uid %u gid %u pid %d", (unsigned)cred.uid,
+                     (unsigned)cred.gid, (int)cred.pid);
+    }
+}
+
+static void
+conns_sweep(struct server *s, int64_t now)
+{
+    struct agent_conn *c;
+
+    for (c = s->conns; c != NULL; c = c->next) {
+        if (c->write_since > 0 && now - c->write_since > AGENT_WRITE_STALL_MS) {
+            pj_log_info("closing a connection of uid %u: not reading its "
+                        "answers",
+                        (unsigned)c->peer.uid);
+            c->dead = true;
+        } else if (c->partial_since > 0 &&
+                   now - c->partial_since > AGENT_PARTIAL_MS) {
+            pj_log_info("closing a connection of uid %u: request line not "
+                        "finished within %d s",
+                        (unsigned)c->peer.uid, AGENT_PARTIAL_MS / 1000);
+            c->dead = true;
+        } else if (c->n_reqs == 0 && c->in_len == 0 &&
+                   now - c->last_io > AGENT_IDLE_MS) {
+            c->dead = true;
+        } else if (s->ag->stopping && c->n_reqs == 0) {
+            c->dead = true;
+        }
+    }
+}
+
+/* ---- signals and reload
+ * ------------------------------------------------------ */
+
+static void
+do_reload(struct server *s)
+{
+    struct pj_config *cfg = NULL;
+    struct pj_err err = {0};
+
+    agent_notify("RELOADING=1");
+    pj_log_notice("SIGHUP: reloading %s", s->config_path);
+    if (pj_config_load_file(s->config_path, &cfg, &err) != PJ_OK) {
+        pj_log_err("reload refused, keeping the running config: %s", err.msg);
+    } else {
+        agent_reload(s->ag, cfg);
+    }
+    agent_notify("READY=1");
+}
+
+static void
+begin_stop(struct server *s, const char *why)
+{
+    if (s->ag == NULL || s->ag->stopping) {
+        return;
+    }
+    pj_log_notice("%s: finishing in-flight requests, then exiting", why);
+    agent_notify("STOPPING=1");
+    s->ag->stopping = true;
+    s->drain_deadline = pj_time_mono_ms() + AGENT_DRAIN_MS;
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        s->listen_fd = -1;
+        if (s->listen_owned && s->sock_path != NULL) {
+            unlink(s->sock_path);
+        }
+    }
+}
+
+static void
+do_signals(struct server *s)
+{
+    struct signalfd_siginfo si;
+
+    while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+            do_reload(s);
+        } else {
+            begin_stop(s, si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+        }
+    }
+}
+
+/* ---- loop -------------------------------------------------------------------
+ */
+
+static bool
+add_wfd(struct server *s, size_t *n, int fd, short events)
+{
+    if (*n == s->wcap) {
+        size_t ncap = s->wcap ? s->wcap * 2 : 64;
+        struct curl_waitfd *nw = realloc(s->wfds, ncap * sizeof(*nw));
+        if (nw == NULL) {
+            return false;
+        }
+        s->wfds = nw;
+        s->wcap = ncap;
+    }
+    s->wfds[*n].fd = fd;
+    s->wfds[*n].events = events;
+    s->wfds[*n].revents = 0;
+    (*n)++;
+    return true;
+}
+
+static void
+loop(struct server *s)
+{
+    int64_t next_sweep = 0;
+
+    for (;;) {
+        int64_t now = pj_time_mono_ms(), t, timeout = 1000;
+        size_t n = 0, i, first_conn;
+        struct agent_conn *c, *cn;
+        int running = 0, numfds = 0;
+
+        t = agent_timers_run(s->ag);
+        if (t >= 0 && t < timeout) {
+            timeout = t;
+        }
+        if (!s->ready_sent && s->ag->opening == 0) {
+            s->ready_sent = true;
+            agent_notify("READY=1\nSTATUS=serving");
+            pj_log_notice("ready");
+        }
+        if (s->ag->stopping) {
+            if ((s->nconns == 0 && agent_busy(s->ag) == 0) ||
+                now >= s->drain_deadline) {
+                if (s->nconns > 0 || agent_busy(s->ag) > 0) {
+                    pj_log_warn("shutdown: %u connections and %u jobs still "
+                                "outstanding after %d s; exiting",
+                                s->nconns, agent_busy(s->ag),
+                                AGENT_DRAIN_MS / 1000);
+                }
+                return;
+            }
+            if (timeout > 100) {
+                timeout = 100;
+            }
+        }
+        add_wfd(s, &n, s->evfd, POLLIN);
+        add_wfd(s, &n, s->sigfd, POLLIN);
+        if (s->listen_fd >= 0) {
+            add_wfd(s, &n, s->listen_fd, POLLIN);
+        }
+        first_conn = n;
+        for (c = s->conns; c != NULL; c = c->next) {
+            short ev = 0;
+            if (!c->no_read && !s->ag->stopping &&
+                c->n_reqs < AGENT_PIPELINE_MAX && c->in_len < CONN_BUF_MAX) {
+                ev |= POLLIN;
+            }
+            if (c->head != NULL && c->head->done) {
+                ev |= POLLOUT;
+            }
+            if (!add_wfd(s, &n, c->fd, ev)) {
+                c->dead = true;
+            }
+        }
+        curl_multi_poll(s->multi, s->wfds, (unsigned)n, (int)timeout, &numfds);
+        curl_multi_perform(s->multi, &running);
+        http_collect(s);
+        now = pj_time_mono_ms();
+        if (s->wfds[1].revents & POLLIN) {
+            do_signals(s);
+        }
+        if (s->wfds[0].revents & POLLIN) {
+            drain_done(s);
+        }
+        /* Connection events, in the order the array was built. */
+        i = first_conn;
+        for (c = s->conns; c != NULL && i < n; c = c->next, i++) {
+            if (s->wfds[i].fd != c->fd) {
+                break; /* list changed (accept happens below) */
+            }
+            if (s->wfds[i].revents & (POLLERR | POLLNVAL)) {
+                c->dead = true;
+                continue;
+            }
+            if (s->wfds[i].revents & (POLLIN | POLLHUP)) {
+                conn_read(c, now);
+            }
+            if (s->wfds[i].revents & POLLOUT) {
+                c->want = true;
+            }
+        }
+        if (s->listen_fd >= 0 && first_conn == 3 &&
+            (s->wfds[2].revents & POLLIN)) {
+            do_accept(s, now);
+        }
+        for (c = s->conns; c != NULL; c = c->next) {
+            if (c->want && !c->dead) {
+                conn_service(s, c, now);
+            }
+            if (c->no_read && c->n_reqs == 0) {
+                c->dead = true;
+            }
+        }
+        if (now >= next_sweep || s->ag->stopping) {
+            conns_sweep(s, now);
+            next_sweep = now + 1000;
+        }
+        for (c = s->conns; c != NULL; c = cn) {
+            cn = c->next;
+            if (c->dead) {
+                conn_close(s, c);
+            }
+        }
+    }
+}
+
+/* ---- setup and teardown
+ * --------------------------------------------------------- */
+
+static void
+abort_jobs(struct server *s)
+{
+    struct agent_job *job, *next;
+
+    /* Jobs never picked up by a worker. */
+    pthread_mutex_lock(&s->lock);
+    job = s->q_head;
+    s->q_head = s->q_tail = NULL;
+    pthread_mutex_unlock(&s->lock);
+    for (; job != NULL; job = next) {
+        next = job->next;
+        job->next = NULL;
+        job->rc =
+            pj_err_set(&job->err, PJ_ERR_TIMEOUT, "the agent is shutting down");
+        agent_job_done(s->ag, job);
+    }
+    drain_done(s);
+    /* Transfers still running. */
+    while ((job = s->http) != NULL) {
+        struct pj_err err = {0};
+        s->http = job->next;
+        job->next = NULL;
+        curl_multi_remove_handle(s->multi, sf_transfer_easy(job->xfer));
+        pj_err_set(&err, PJ_ERR_TIMEOUT, "the agent is shutting down");
+        agent_exchange_done(s->ag, job, PJ_ERR_TIMEOUT, NULL, &err);
+    }
+}
+
+static unsigned
+conn_limit(void)
+{
+    struct rlimit rl;
+    unsigned lim = AGENT_CONN_MAX;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < 4096) {
+            rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
+            setrlimit(RLIMIT_NOFILE, &rl);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < lim + 64) {
+            lim = rl.rlim_cur > 128 ? (unsigned)rl.rlim_cur - 64 : 64;
+        }
+    }
+    return lim;
+}
+
+pj_rc
+agent_serve(const struct agent_serve_opts *opts, struct pj_config *cfg,
+            struct pj_err *err)
+{
+    struct server s;
+    struct agent_backend be;
+    struct hsm_module *mod = NULL;
+    sigset_t mask;
+    const char *modpath;
+    pj_rc rc = PJ_OK;
+    unsigned i;
+
+    memset(&s, 0, sizeof(s));
+    s.listen_fd = s.evfd = s.sigfd = -1;
+    s.config_path = opts->config_path;
+    pthread_mutex_init(&s.lock, NULL);
+    pthread_cond_init(&s.cond, NULL);
+    s.max_conns = conn_limit();
+
+    /* Signals go to the signalfd; block them before any thread exists
+     * (workers and the PKCS#11 module's own threads inherit the mask). */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    if ((s.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0 ||
+        (s.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+        rc = pj_err_sys(err, "cannot create signalfd/eventfd");
+        goto out_cfg;
+    }
+    if ((rc = agent_socket_open(&cfg->agent, &s.listen_fd, &s.listen_owned,
+                                err)) != PJ_OK) {
+        goto out_cfg;
+    }
+    if (s.listen_owned &&
+        (s.sock_path = strdup(cfg->agent.socket ? cfg->agent.socket
+                                                : PJ_CONFIG_DEFAULT_SOCKET)) ==
+            NULL) {
+        rc = pj_err_set(err, PJ_ERR_NOMEM, "out of memory");
+        goto out_cfg;
+    }
+    if ((rc = sf_global_init(err)) != PJ_OK) {
+        goto out_cfg;
+    }
+    if ((s.multi = curl_multi_init()) == NULL) {
+        rc = pj_err_set(err, PJ_ERR_INTERNAL, "curl_multi_init failed");
+        goto out_cfg;
+    }
+    /* No fork happens from here on (and never after C_Initialize). */
+    modpath = hsm_module_path_resolve(cfg->agent.module);
+    if ((rc = hsm_module_load(modpath, &mod, err)) != PJ_OK) {
+        goto out_cfg;
+    }
+    memset(&be, 0, sizeof(be));
+    be.submit = be_submit;
+    be.start_http = be_start_http;
+    be.answered = be_answered;
+    be.arg = &s;
+    if ((rc = agent_new(cfg, mod, &be, &s.ag, err)) != PJ_OK) {
+        cfg = NULL; /* owned by agent_new even on failure */
+        goto out;
+    }
+    cfg = NULL;
+    s.ag->workers = opts->workers ? opts->workers : AGENT_WORKERS_DEFAULT;
+    s.nthreads = s.ag->workers;
+    if ((s.threads = calloc(s.nthreads, sizeof(*s.threads))) == NULL) {
+        rc = pj_err_set(err, PJ_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (i = 0; i < s.nthreads; i++) {
+        if (pthread_create(&s.threads[i], NULL, worker_main, &s) != 0) {
+            s.nthreads = i;
+            rc = pj_err_set(err, PJ_ERR_INTERNAL,
+                            "cannot start worker thread %u", i);
+            goto out;
+        }
+    }
+    pj_log_notice("p11jwt-agent starting: %zu profiles, %u workers, module "
+                  "%s, up to %u connections",
+                  s.ag->cfg->cfg->n_profiles, s.nthreads, modpath, s.max_conns);
+    agent_open_keys(s.ag);
+    loop(&s);
+out:
+    begin_stop(&s, "exit");
+    pthread_mutex_lock(&s.lock);
+    s.quit = true;
+    pthread_cond_broadcast(&s.cond);
+    pthread_mutex_unlock(&s.lock);
+    for (i = 0; i < s.nthreads; i++) {
+        pthread_join(s.threads[i], NULL);
+    }
+    if (s.ag != NULL) {
+        abort_jobs(&s);
+        while (s.conns != NULL) {
+            conn_close(&s, s.conns);
+        }
+        agent_free(s.ag);
+    }
+    free(s.threads);
+    free(s.wfds);
+    hsm_module_free(mod);
+out_cfg:
+    pj_config_free(cfg);
+    if (s.multi != NULL) {
+        curl_multi_cleanup(s.multi);
+    }
+    if (s.listen_fd >= 0) {
+        close(s.listen_fd);
+        if (s.listen_owned && s.sock_path != NULL) {
+            unlink(s.sock_path);
+        }
+    }
+    free(s.sock_path);
+    if (s.evfd >= 0) {
+        close(s.evfd);
+    }
+    if (s.sigfd >= 0) {
+        close(s.sigfd);
+    }
+    pthread_mutex_destroy(&s.lock);
+    pthread_cond_destroy(&s.cond);
+    return rc;
+}
