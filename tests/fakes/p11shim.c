@@ -356,7 +356,7 @@ shim_env_locked(void)
     snprintf(shim_ctl_path, sizeof(shim_ctl_path), "%s", ctl ? ctl : "");
     snprintf(shim_stats_path, sizeof(shim_stats_path), "%s",
              stats ? stats : "");
-    shim_debug = debug != NULL ? atoi(debug) : 0;
+    shim_debug = debug != NULL ? (int)strtol(debug, NULL, 10) : 0;
 }
 
 static bool

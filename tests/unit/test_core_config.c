@@ -400,7 +400,7 @@ test_profile_equal(void **state)
     assert_true(pj_profile_equal(&a->profiles[1], &b->profiles[1]));
     assert_true(pj_config_agent_equal(&a->agent, &b->agent));
     /* One value changed in prod: prod differs, sandbox does not. */
-    strcpy(changed, full);
+    snprintf(changed, sizeof(changed), "%s", full);
     pos = strstr(changed, "timeout = 20");
     pos[10] = '9';
     assert_int_equal(pj_config_load_string(changed, "c", &c, &err), PJ_OK);
@@ -409,7 +409,7 @@ test_profile_equal(void **state)
     assert_false(pj_profile_equal(&a->profiles[0], &a->profiles[1]));
     pj_config_free(c);
     c = NULL;
-    strcpy(changed, full);
+    snprintf(changed, sizeof(changed), "%s", full);
     pos = strstr(changed, "warn-days = 40");
     pos[12] = '5';
     assert_int_equal(pj_config_load_string(changed, "c", &c, &err), PJ_OK);
