@@ -8,6 +8,9 @@
 #define CLI_H
 
 #include <getopt.h>
+#include <stdio.h>
+
+#include <jansson.h>
 
 #include "core/pj_err.h"
 
@@ -51,25 +54,41 @@ int cli_usage(const char *cmd, const char *fmt, ...) PJ_PRINTF(2, 3);
 /* For a getopt_long '?' or ':' result: returns CLI_USAGE. */
 int cli_bad_option(const char *cmd);
 
-/* token and assertion, signed in this process (cli_token.c). */
-enum cli_direct_format {
+/*
+ * token and assertion: asked of the agent (cli_token.c), or signed in this
+ * process with --direct (cli_direct.c). Both produce the agent's answer
+ * shape (DESIGN.md 3.2), printed by one function in the chosen format.
+ */
+enum cli_format {
     CLI_FMT_JSON,
     CLI_FMT_HEADER,
     CLI_FMT_ENV,
     CLI_FMT_RAW,
 };
 
-/* What `token` or `assertion` asked for . */
-struct cli_direct_opts {
+struct cli_fetch_opts {
     const char *cmd; /* "token" or "assertion" */
     const char *profile;
     const char *subject;
-    enum cli_direct_format format;
+    enum cli_format format;
     int assertion_only;
+    int direct;
 };
 
-int cli_direct(const struct cli_direct_opts *o);
-int cli_direct_format_parse(const char *s, enum cli_direct_format *fmtp);
+/* Parse the options token and assertion share; returns -1 to go on. */
+int cli_fetch_parse(int argc, char **argv, struct cli_fetch_opts *o,
+                    void (*usage)(FILE *));
+
+/* Fetch and print (cli_token.c). */
+int cli_fetch(const struct cli_fetch_opts *o);
+
+/*
+ * The --direct path: config -> token key -> assertion -> exchange. On
+ * CLI_OK *answerp is the answer (ok, or a Salesforce error in the agent's
+ * error shape, already explained on stderr); on CLI_FAIL the failure was
+ * printed and *answerp is NULL.
+ */
+int cli_direct_answer(const struct cli_fetch_opts *o, json_t **answerp);
 
 int cli_cmd_keygen(int argc, char **argv);
 int cli_cmd_sign(int argc, char **argv);

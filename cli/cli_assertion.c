@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * p11jwt assertion: print a signed JWT Bearer assertion (for a tool that
- * does the exchange itself, or for diagnosis). The work is cli_direct() in
- * cli_token.c.
+ * does the exchange itself, or for diagnosis), from the agent or with
+ * --direct. The work is shared with `token` (cli_token.c).
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,21 +10,23 @@
 #include "cli/cli.h"
 #include "core/pj_config.h"
 
-/* Shared with cli_token.c, which defines them. */
-
 static void
 usage(FILE *f)
 {
     fprintf(f,
-            "usage: p11jwt assertion --direct [-c FILE] [--profile P] "
-            "[--subject S]\n"
-            "                        [--format raw|json] [--module PATH] "
-            "[--pin-source SRC]\n\n"
+            "usage: p11jwt assertion [--direct] [-c FILE] [--socket PATH] "
+            "[--profile P]\n"
+            "                        [--subject S] [--format raw|json] "
+            "[--module PATH]\n"
+            "                        [--pin-source SRC]\n\n"
             "Print a JWT Bearer assertion (RS256) signed on the profile's "
             "token key.\n"
             "It is a credential for its lifetime (assertion-lifetime, at "
             "most 300 s):\n"
             "do not log it.\n\n"
+            "By default the agent signs it (--socket PATH, else "
+            "$P11JWT_SOCKET, else\n"
+            "the config's [agent] socket).\n\n"
             "  --direct        sign in this process (no agent)\n"
             "  --profile P     the [profile P] section; may be left out when "
             "the\n"
@@ -44,62 +46,9 @@ usage(FILE *f)
 int
 cli_cmd_assertion(int argc, char **argv)
 {
-    enum {
-        OPT_DIRECT = CLI_OPT_FIRST_LOCAL,
-        OPT_PROFILE,
-        OPT_SUBJECT,
-        OPT_FORMAT,
-    };
-    static const struct option longopts[] = {
-        CLI_GLOBAL_LONGOPTS,
-        {"direct", no_argument, NULL, OPT_DIRECT},
-        {"profile", required_argument, NULL, OPT_PROFILE},
-        {"subject", required_argument, NULL, OPT_SUBJECT},
-        {"format", required_argument, NULL, OPT_FORMAT},
-        {NULL, 0, NULL, 0},
-    };
-    struct cli_direct_opts o = {
+    struct cli_fetch_opts o = {
         .cmd = "assertion", .format = CLI_FMT_RAW, .assertion_only = 1};
-    int opt, direct = 0;
+    int ret = cli_fetch_parse(argc, argv, &o, usage);
 
-    while ((opt = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
-        if (cli_global_opt(opt, optarg)) {
-            continue;
-        }
-        switch (opt) {
-        case 'h':
-            usage(stdout);
-            return CLI_OK;
-        case OPT_DIRECT:
-            direct = 1;
-            break;
-        case OPT_PROFILE:
-            o.profile = optarg;
-            break;
-        case OPT_SUBJECT:
-            o.subject = optarg;
-            break;
-        case OPT_FORMAT:
-            if (strcmp(optarg, "raw") == 0) {
-                o.format = CLI_FMT_RAW;
-            } else if (strcmp(optarg, "json") == 0) {
-                o.format = CLI_FMT_JSON;
-            } else {
-                return cli_usage("assertion",
-                                 "unknown format '%s' (raw or json)", optarg);
-            }
-            break;
-        default:
-            return cli_bad_option("assertion");
-        }
-    }
-    if (optind < argc) {
-        return cli_usage("assertion", "unexpected argument '%s'", argv[optind]);
-    }
-    if (!direct) {
-        fprintf(stderr, "p11jwt assertion: the agent is not available in this "
-                        "version; use --direct to sign in this process\n");
-        return CLI_FAIL;
-    }
-    return cli_direct(&o);
+    return ret >= 0 ? ret : cli_fetch(&o);
 }

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* p11jwt keygen: an RSA key pair generated ON a PKCS#11 token. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,28 @@ cli_cmd_keygen(int argc, char **argv)
            info.local ? ", local" : "", info.can_sign ? ", sign" : "",
            info.can_decrypt || info.can_unwrap ? ", DECRYPT/UNWRAP"
                                                : ", no-decrypt, no-unwrap");
+    if (info.tpm) {
+        const char *why;
+        bool bound = hsm_key_info_bound(&info, &why);
+        /*
+         * On a TPM the PKCS#11 flags above are not evidence (tpm2-pkcs11
+         * lets anyone change them); the TPM public area is.
+         */
+        if (info.tpm_area) {
+            printf("  tpm:   %s%s%s (TPMA_OBJECT 0x%08" PRIx32 ")\n",
+                   info.tpm_fixed_tpm ? "fixedTPM" : "NOT-fixedTPM",
+                   info.tpm_fixed_parent ? ", fixedParent"
+                                         : ", NOT-fixedParent",
+                   info.tpm_sensitive_data_origin ? ", sensitiveDataOrigin"
+                                                  : ", NOT-sensitiveDataOrigin",
+                   info.tpm_object_attributes);
+        }
+        printf("  bound: %s: %s\n", bound ? "yes" : "NO", why);
+        if (info.can_decrypt) {
+            printf("  note:  decrypt stays on: tpm2-pkcs11 signs CKM_RSA_PKCS "
+                   "(certificates) with TPM2_RSA_Decrypt\n");
+        }
+    }
     ret = CLI_OK;
 out:
     hsm_module_free(mod);

@@ -13,7 +13,8 @@ PACKAGES=(
     openssl ca-certificates softhsm2 p11-kit
     # test: fake Salesforce (signatures checked by code that is not ours),
     # metadata schema checks, PKCS#11 cross-checks
-    python3 python3-jwt python3-cryptography libxml2-utils opensc
+    python3 python3-jwt python3-cryptography libxml2-utils opensc jq socat
+    util-linux
 )
 
 missing=()

@@ -214,10 +214,12 @@ expect_fail "two profiles need --profile" 1 "choose one with --profile" \
     "$P11JWT" -c "$T/two.conf" token --direct
 expect_fail "unknown profile" 1 "no \[profile nope\]" \
     "$P11JWT" -c "$T/two.conf" token --direct --profile nope
-expect_fail "token without --direct" 1 "agent is not available in this version; use --direct" \
-    "$P11JWT" -c "$CONF" token
-expect_fail "assertion without --direct" 1 "agent is not available" \
-    "$P11JWT" -c "$CONF" assertion
+# Without --direct the agent is asked; none runs at this socket.
+expect_fail "token without --direct, no agent" 1 \
+    "agent not running at $T/no-agent.sock .*start p11jwt-agent or use --direct" \
+    "$P11JWT" -c "$CONF" --socket "$T/no-agent.sock" token
+expect_fail "assertion without --direct, no agent" 1 "agent not running at" \
+    "$P11JWT" -c "$CONF" --socket "$T/no-agent.sock" assertion
 expect_fail "bad --format" 2 "unknown format" tok --format xml
 expect_fail "stray argument" 2 "unexpected argument" tok extra
 expect_ok "token --help" "$P11JWT" token --help
