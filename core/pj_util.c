@@ -228,11 +228,23 @@ pj_file_write_atomic(const char *path, const void *data, size_t len,
 {
     char tmp[PATH_MAX];
     const uint8_t *p = data;
+    struct stat st;
     int fd = -1;
     size_t off = 0;
     ssize_t n;
     pj_rc rc = PJ_ERR_INTERNAL;
 
+    /*
+     * rename() replaces whatever is there: a device such as /dev/null, or
+     * the target of a symlink, would be swapped for a regular file. Only
+     * regular files are ever replaced.
+     */
+    if (lstat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        return pj_err_set(err, PJ_ERR_INVALID,
+                          "%s exists and is not a regular file; refusing to "
+                          "replace it",
+                          path);
+    }
     if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path,
                          (long)getpid()) >= sizeof(tmp)) {
         return pj_err_set(err, PJ_ERR_LIMIT, "%s: path too long", path);

@@ -177,6 +177,19 @@ test_file_write_atomic_sets_mode(void **state)
     assert_int_equal(len, 3);
     free(buf);
     unlink(path);
+    /* Never swap a device or a symlink for a regular file. */
+    assert_int_equal(pj_file_write_atomic("/dev/null", "abc", 3, 0600, &err),
+                     PJ_ERR_INVALID);
+    assert_non_null(strstr(err.msg, "not a regular file"));
+    assert_int_equal(stat("/dev/null", &st), 0);
+    assert_true(S_ISCHR(st.st_mode));
+    pj_err_clear(&err);
+    snprintf(path, sizeof(path), "%s/link", dir);
+    assert_int_equal(symlink("/etc/hostname", path), 0);
+    assert_int_equal(pj_file_write_atomic(path, "abc", 3, 0600, &err),
+                     PJ_ERR_INVALID);
+    unlink(path);
+    pj_err_clear(&err);
     snprintf(path, sizeof(path), "%s/missing/out", dir);
     assert_int_equal(pj_file_write_atomic(path, "abc", 3, 0600, &err),
                      PJ_ERR_IO);
