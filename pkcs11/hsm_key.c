@@ -139,6 +139,7 @@ key_prepare_locked(struct hsm_key *key, struct hsm_sess *s, uint64_t gen,
         key->slot_ok = true;
         key->have_sha256 =
             hsm_slot_has_mech(mod, key->slot, CKM_SHA256_RSA_PKCS);
+        key->tpm = hsm_token_is_tpm(mod, &key->tinfo);
     }
     if (s->open && s->gen != gen) {
         s->open = false; /* died with C_Finalize; nothing to close */
@@ -231,11 +232,24 @@ key_run(struct hsm_key *key, hsm_key_op_fn op, void *arg, unsigned flags,
     unsigned idx, reinits = 0, soft = 0, backoff = HSM_BACKOFF_FIRST_MS;
     uint64_t gen;
     enum hsm_ckr_class cls;
-    bool slot_known;
+    bool slot_known, tpm = false;
+    char last_reinit[160] = "";
     pj_rc rc;
 
     for (;;) {
         pj_err_clear(&e);
+        pthread_mutex_lock(&key->mu);
+        tpm = key->tpm || mod->tpm2_pkcs11;
+        pthread_mutex_unlock(&key->mu);
+        /*
+         * A TPM: one operation at a time for the whole module, in arrival
+         * order, with a deadline (pitfall 14). Taken before the pool, so
+         * the pool always has a session for the one caller let in.
+         */
+        if (tpm && (rc = hsm_tpm_enter(mod, key->token_name, &e)) != PJ_OK) {
+            pj_err_set(err, rc, "%s", e.msg);
+            goto fail;
+        }
         idx = pool_acquire(key);
         pthread_rwlock_rdlock(&mod->lock);
         gen = mod->generation;
@@ -247,6 +261,9 @@ key_run(struct hsm_key *key, hsm_key_op_fn op, void *arg, unsigned flags,
             rc = op(key, &r, arg, &e);
         }
         pthread_rwlock_unlock(&mod->lock);
+        if (tpm) {
+            hsm_tpm_leave(mod);
+        }
 
         if (rc == PJ_OK) {
             pthread_mutex_lock(&key->mu);
@@ -305,10 +322,20 @@ key_run(struct hsm_key *key, hsm_key_op_fn op, void *arg, unsigned flags,
         if (cls == HSM_CKR_DEVICE) {
             struct pj_err re = {0};
             if (reinits >= HSM_REINIT_ATTEMPTS) {
+                /*
+                 * After a failed C_Initialize every call says only "not
+                 * initialised": the C_Initialize failure is the news.
+                 */
                 pj_err_set(err, e.rc == PJ_OK ? PJ_ERR_TOKEN : e.rc,
                            "token '%s': %s; still failing after %u module "
-                           "re-initialisations (the next call tries again)",
-                           key->token_name, e.msg, reinits);
+                           "re-initialisations (the next call tries "
+                           "again)%s%s%s",
+                           key->token_name, e.msg, reinits,
+                           last_reinit[0] != '\0' ? "; last: " : "",
+                           last_reinit,
+                           tpm ? "; is the TPM reachable (TPM2_PKCS11_TCTI, "
+                                 "/dev/tpmrm0)?"
+                               : "");
                 if (err != NULL) {
                     err->ckr = e.ckr;
                 }
@@ -325,6 +352,9 @@ key_run(struct hsm_key *key, hsm_key_op_fn op, void *arg, unsigned flags,
             reinits++;
             if (hsm_module_reinit(mod, gen, &re) != PJ_OK) {
                 pj_log_warn("%s", re.msg);
+                pj_strlcpy(last_reinit, re.msg, sizeof(last_reinit));
+            } else {
+                last_reinit[0] = '\0';
             }
             pthread_mutex_lock(&key->mu);
             key->stats.recoveries++;
@@ -695,6 +725,99 @@ attr_bool(struct hsm_module *mod, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
     return mod->fl->C_GetAttributeValue(s, o, &a, 1) == CKR_OK && v == CK_TRUE;
 }
 
+/*
+ * The TPM public area tpm2-pkcs11 keeps for the key. It is evidence because
+ * the TPM itself checks it: TPM2_Load refuses a private blob whose public
+ * area was changed, so a key that signs has this area. Its modulus must be
+ * the key's, or the area says nothing about this key.
+ */
+static void
+tpm_area_fill(struct hsm_module *mod, CK_SESSION_HANDLE s,
+              CK_OBJECT_HANDLE priv, struct hsm_key_info *info)
+{
+    uint8_t *blob = NULL, *n = NULL;
+    const uint8_t *mod_area = NULL;
+    size_t blen = 0, nlen = 0, alen = 0, i = 0, j = 0;
+    uint32_t attrs = 0;
+
+    if (hsm_attr_get(mod, s, priv, HSM_CKA_TPM2_PUB_BLOB, &blob, &blen) !=
+            CKR_OK ||
+        !hsm_tpm2b_public_parse(blob, blen, &attrs, &mod_area, &alen)) {
+        pj_log_warn("token '%s': cannot read the key's TPM public area; "
+                    "whether the key can leave the TPM is unknown",
+                    info->token_label);
+        goto out;
+    }
+    if (hsm_attr_get(mod, s, priv, CKA_MODULUS, &n, &nlen) == CKR_OK) {
+        /* Compare as numbers: either side may carry leading zeros. */
+        while (i < nlen && n[i] == 0) {
+            i++;
+        }
+        while (j < alen && mod_area[j] == 0) {
+            j++;
+        }
+    }
+    if (n == NULL || nlen - i != alen - j ||
+        memcmp(n + i, mod_area + j, alen - j) != 0) {
+        pj_log_warn("token '%s': the TPM public area stored for key '%s' is "
+                    "not the key's (modulus differs); not trusting it",
+                    info->token_label, info->label);
+        goto out;
+    }
+    info->tpm_area = true;
+    info->tpm_object_attributes = attrs;
+    info->tpm_fixed_tpm = (attrs & HSM_TPMA_FIXED_TPM) != 0;
+    info->tpm_fixed_parent = (attrs & HSM_TPMA_FIXED_PARENT) != 0;
+    info->tpm_sensitive_data_origin =
+        (attrs & HSM_TPMA_SENSITIVE_DATA_ORIGIN) != 0;
+out:
+    free(blob);
+    free(n);
+}
+
+bool
+hsm_key_info_bound(const struct hsm_key_info *info, const char **why)
+{
+    const char *w;
+    bool ok;
+
+    if (info->tpm) {
+        if (!info->tpm_area) {
+            w = "TPM public area unreadable: cannot tell whether the key can "
+                "leave the TPM";
+            ok = false;
+        } else if (!info->tpm_sensitive_data_origin) {
+            w = "the key was made outside the TPM and imported "
+                "(TPM sensitiveDataOrigin is clear): a copy may exist";
+            ok = false;
+        } else if (!info->tpm_fixed_tpm || !info->tpm_fixed_parent) {
+            w = "the TPM key may be duplicated to another TPM (fixedTPM or "
+                "fixedParent is clear)";
+            ok = false;
+        } else {
+            w = "made inside the TPM and bound to it (TPM public area: "
+                "fixedTPM, fixedParent, sensitiveDataOrigin; the PKCS#11 "
+                "flags are not evidence on tpm2-pkcs11)";
+            ok = true;
+        }
+    } else if (info->extractable || !info->never_extractable) {
+        w = "the key is or was extractable (CKA_EXTRACTABLE / "
+            "CKA_NEVER_EXTRACTABLE)";
+        ok = false;
+    } else if (!info->sensitive || !info->always_sensitive) {
+        w = "the key is or was not sensitive (CKA_SENSITIVE / "
+            "CKA_ALWAYS_SENSITIVE)";
+        ok = false;
+    } else {
+        w = "sensitive and never extractable on the token (PKCS#11 flags)";
+        ok = true;
+    }
+    if (why != NULL) {
+        *why = w;
+    }
+    return ok;
+}
+
 pj_rc
 hsm_info_fill(struct hsm_module *mod, CK_SESSION_HANDLE s, CK_SLOT_ID slot,
               const CK_TOKEN_INFO *tinfo, CK_OBJECT_HANDLE priv,
@@ -753,6 +876,9 @@ hsm_info_fill(struct hsm_module *mod, CK_SESSION_HANDLE s, CK_SLOT_ID slot,
     info->can_unwrap = attr_bool(mod, s, priv, CKA_UNWRAP);
     info->local = attr_bool(mod, s, priv, CKA_LOCAL);
     info->sha256_rsa_pkcs = hsm_slot_has_mech(mod, slot, CKM_SHA256_RSA_PKCS);
+    if ((info->tpm = hsm_token_is_tpm(mod, tinfo))) {
+        tpm_area_fill(mod, s, priv, info);
+    }
     return PJ_OK;
 }
 

@@ -3,7 +3,26 @@
  * Key generation ON the token with an explicit template (research/pkcs11.md
  * 1.1): token defaults differ (SoftHSM turns decrypt and unwrap on), so
  * nothing is left to them.
+ *
+ * Except on a TPM (tpm2-pkcs11): it derives CKA_VERIFY and CKA_ENCRYPT of
+ * the public object from the TPM key it made and fails the whole call with
+ * CKR_GENERAL_ERROR ("User specified and TPM specified attr mismatch") when
+ * the template gives either, whatever the value (1.9.0 sets VERIFY=FALSE and
+ * ENCRYPT=TRUE for a sign-only key). Both say what the public key may be
+ * used for, which is public anyway, so they are left out there. The private
+ * template stays whole: CKA_DECRYPT=FALSE is what makes tpm2-pkcs11 create
+ * the TPM object without its decrypt attribute, sign-only in the chip.
+ *
+ * But tpm2-pkcs11 1.9.0 signs CKM_RSA_PKCS (a DigestInfo we built, which
+ * is how certs/ signs through OpenSSL's digest callback) by padding it and
+ * calling TPM2_RSA_Decrypt, which the TPM refuses ("inconsistent
+ * attributes", CKR_GENERAL_ERROR) on a sign-only object; only
+ * CKM_SHA256_RSA_PKCS goes through TPM2_Sign. So on a TPM the private key
+ * keeps CKA_DECRYPT (TPMA decrypt) while HSM_TPM_KEY_DECRYPT is 1. Set it
+ * to 0 once certificates are signed over the message (hsm_key_sign on the
+ * TBS bytes) instead of a digest: the key is then sign-only in the chip.
  */
+#define HSM_TPM_KEY_DECRYPT 1
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +55,33 @@ object_exists(struct hsm_module *mod, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t,
     return PJ_OK;
 }
 
+/*
+ * Refuse a size the token says it cannot make, before trying: a TPM makes
+ * at most RSA-3072, and a failed generation there can leave a transient
+ * object loaded (pitfall 8). Sizes are in bits for RSA; a token that
+ * reports something smaller than any RSA key is not trusted on this.
+ */
+static pj_rc
+keysize_check(struct hsm_module *mod, CK_SLOT_ID slot, const char *token,
+              CK_ULONG bits, struct pj_err *err)
+{
+    CK_MECHANISM_INFO mi;
+
+    if (mod->fl->C_GetMechanismInfo(slot, CKM_RSA_PKCS_KEY_PAIR_GEN, &mi) !=
+            CKR_OK ||
+        mi.ulMaxKeySize < 1024) {
+        return PJ_OK;
+    }
+    if (bits > mi.ulMaxKeySize || bits < mi.ulMinKeySize) {
+        return pj_err_set(err, PJ_ERR_INVALID,
+                          "token '%s' generates RSA keys of %lu to %lu bits; "
+                          "RSA-%lu is not possible there (use --bits %s)",
+                          token, mi.ulMinKeySize, mi.ulMaxKeySize, bits,
+                          mi.ulMaxKeySize >= 3072 ? "3072 or 2048" : "2048");
+    }
+    return PJ_OK;
+}
+
 pj_rc
 hsm_keygen(struct hsm_module *mod, const struct hsm_keygen_opts *opts,
            struct hsm_key_info *info, struct pj_err *err)
@@ -44,7 +90,7 @@ hsm_keygen(struct hsm_module *mod, const struct hsm_keygen_opts *opts,
     CK_SLOT_ID slot = 0;
     CK_TOKEN_INFO ti;
     CK_SESSION_HANDLE s = 0;
-    bool have_session = false, exists;
+    bool have_session = false, exists, tpm = false, gated = false;
     CK_BBOOL t = CK_TRUE, f = CK_FALSE;
     CK_ULONG bits;
     CK_BYTE e[] = {0x01, 0x00, 0x01};
@@ -107,11 +153,21 @@ hsm_keygen(struct hsm_module *mod, const struct hsm_keygen_opts *opts,
         }
     }
 
+    /* One caller at a time on a TPM (see hsm_tpm.c). */
+    if (mod->tpm2_pkcs11 &&
+        (rc = hsm_tpm_enter(mod, "(keygen)", err)) != PJ_OK) {
+        goto out;
+    }
+    gated = mod->tpm2_pkcs11;
     pthread_rwlock_rdlock(&mod->lock);
     if ((rc = hsm_token_find(mod, &u, &slot, &ti, err)) != PJ_OK) {
         goto unlock;
     }
     hsm_fixed_str(ti.label, sizeof(ti.label), token, sizeof(token));
+    tpm = hsm_token_is_tpm(mod, &ti);
+    if ((rc = keysize_check(mod, slot, token, bits, err)) != PJ_OK) {
+        goto unlock;
+    }
     if ((ti.flags & CKF_WRITE_PROTECTED) != 0) {
         rc = pj_err_set(err, PJ_ERR_DENIED, "token '%s' is write-protected",
                         token);
@@ -156,14 +212,16 @@ hsm_keygen(struct hsm_module *mod, const struct hsm_keygen_opts *opts,
         CK_ATTRIBUTE pubt[] = {
             {CKA_TOKEN, &t, sizeof(t)},
             {CKA_PRIVATE, &f, sizeof(f)},
-            {CKA_VERIFY, &t, sizeof(t)},
-            {CKA_ENCRYPT, &f, sizeof(f)},
             {CKA_WRAP, &f, sizeof(f)},
             {CKA_MODULUS_BITS, &bits, sizeof(bits)},
             {CKA_PUBLIC_EXPONENT, e, sizeof(e)},
             {CKA_LABEL, u.label, u.label_len},
             {CKA_ID, id, idlen},
+            /* Last, so a TPM's template can leave them out (see top). */
+            {CKA_VERIFY, &t, sizeof(t)},
+            {CKA_ENCRYPT, &f, sizeof(f)},
         };
+        CK_ULONG npub = PJ_ARRAY_SIZE(pubt) - (tpm ? 2 : 0);
         /*
          * SENSITIVE and EXTRACTABLE are one-way by the standard: the token
          * refuses to turn them back. MODIFIABLE stays TRUE so a rotation can
@@ -175,7 +233,7 @@ hsm_keygen(struct hsm_module *mod, const struct hsm_keygen_opts *opts,
             {CKA_SENSITIVE, &t, sizeof(t)},
             {CKA_EXTRACTABLE, &f, sizeof(f)},
             {CKA_SIGN, &t, sizeof(t)},
-            {CKA_DECRYPT, &f, sizeof(f)},
+            {CKA_DECRYPT, tpm && HSM_TPM_KEY_DECRYPT ? &t : &f, sizeof(f)},
             {CKA_UNWRAP, &f, sizeof(f)},
             {CKA_DERIVE, &f, sizeof(f)},
             {CKA_MODIFIABLE, &t, sizeof(t)},
@@ -188,9 +246,8 @@ hsm_keygen(struct hsm_module *mod, const struct hsm_keygen_opts *opts,
                      "generating RSA-%lu key on token '%s'...", bits, token);
             opts->progress(opts->progress_arg, msg);
         }
-        rv = mod->fl->C_GenerateKeyPair(s, &mech, pubt, PJ_ARRAY_SIZE(pubt),
-                                        privt, PJ_ARRAY_SIZE(privt), &pub,
-                                        &priv);
+        rv = mod->fl->C_GenerateKeyPair(s, &mech, pubt, npub, privt,
+                                        PJ_ARRAY_SIZE(privt), &pub, &priv);
         if (rv != CKR_OK) {
             rc = pj_err_set(err, PJ_ERR_TOKEN,
                             "C_GenerateKeyPair (RSA-%lu) on token '%s' "
@@ -213,6 +270,9 @@ unlock:
         (void)mod->fl->C_CloseSession(s);
     }
     pthread_rwlock_unlock(&mod->lock);
+    if (gated) {
+        hsm_tpm_leave(mod);
+    }
 out:
     free(pin_source);
     hsm_uri_cleanup(&u);

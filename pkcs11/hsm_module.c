@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "core/pj_log.h"
 #include "core/pj_util.h"
@@ -58,8 +60,52 @@ module_destroy(struct hsm_module *mod)
         (void)dlclose(mod->dl);
     }
     pthread_rwlock_destroy(&mod->lock);
+    pthread_mutex_destroy(&mod->tpm_mu);
+    pthread_cond_destroy(&mod->tpm_cv);
     free(mod->path);
     free(mod);
+}
+
+/*
+ * At exit, finalise tpm2-pkcs11 modules a caller forgot to free. Without a
+ * resource manager (swtpm in CI, a TPM without /dev/tpmrm0) a process that
+ * exits without C_Finalize leaves its session and transient objects loaded
+ * in the TPM, and after 2-3 such exits nobody can use the TPM any more
+ * (research/pkcs11.md pitfall 8). Only in the process that initialised the
+ * module (a forked child would flush its parent's objects), and only if no
+ * other thread is inside the module: the write lock is then kept, so a
+ * thread still running blocks instead of calling a finalised module.
+ */
+static void
+module_atexit(void)
+{
+    struct hsm_module *m;
+    struct timespec ts;
+
+    if (pthread_mutex_trylock(&registry_mu) != 0) {
+        return;
+    }
+    for (m = registry; m != NULL; m = m->next) {
+        if (!m->tpm2_pkcs11 || !m->owns_init || m->pid != getpid()) {
+            continue;
+        }
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        if (pthread_rwlock_timedwrlock(&m->lock, &ts) != 0) {
+            continue;
+        }
+        (void)m->fl->C_Finalize(NULL);
+        m->owns_init = false;
+    }
+    pthread_mutex_unlock(&registry_mu);
+}
+
+static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
+
+static void
+atexit_register(void)
+{
+    (void)atexit(module_atexit);
 }
 
 pj_rc
@@ -115,6 +161,15 @@ hsm_module_load(const char *path, struct hsm_module **modp, struct pj_err *err)
                                   PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
     pthread_rwlock_init(&mod->lock, &rwa);
     pthread_rwlockattr_destroy(&rwa);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&mod->tpm_cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    pthread_mutex_init(&mod->tpm_mu, NULL);
+    mod->tpm_wait_ms = HSM_TPM_WAIT_MS;
 
     (void)dlerror();
     if ((mod->dl = dlopen(real, RTLD_NOW | RTLD_LOCAL)) == NULL) {
@@ -151,9 +206,31 @@ hsm_module_load(const char *path, struct hsm_module **modp, struct pj_err *err)
         }
         goto out;
     }
+    mod->pid = getpid();
     if (mod->fl->C_GetInfo(&info) == CKR_OK) {
         hsm_fixed_str(info.libraryDescription, sizeof(info.libraryDescription),
                       mod->description, sizeof(mod->description));
+        hsm_fixed_str(info.manufacturerID, sizeof(info.manufacturerID),
+                      mod->manufacturer, sizeof(mod->manufacturer));
+        /* tpm2-pkcs11 names itself so (its src/lib/general.c). */
+        mod->tpm2_pkcs11 =
+            strstr(mod->manufacturer, "tpm2-software") != NULL ||
+            strncmp(mod->description, "TPM2.0 Cryptoki", 15) == 0;
+    }
+    if (mod->tpm2_pkcs11) {
+        void *keep;
+        (void)pthread_once(&atexit_once, atexit_register);
+        /*
+         * Keep tpm2-pkcs11 mapped after dlclose (RTLD_NODELETE): 1.9.0
+         * leaks its TCTI context on every failed C_Initialize (TPM
+         * unreachable), and once the library is unmapped leak checkers
+         * can no longer tell whose memory that was (the tests' LSan
+         * suppression names the library). A process loads it once anyway.
+         */
+        if ((keep = dlopen(real, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE)) !=
+            NULL) {
+            (void)dlclose(keep);
+        }
     }
     mod->refs = 1;
     mod->next = registry;

@@ -8,6 +8,7 @@
 #define HSM_INTERNAL_H
 
 #include <pthread.h>
+#include <sys/types.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,6 +28,24 @@
 #define HSM_BACKOFF_FIRST_MS 100
 #define HSM_BACKOFF_MAX_MS 1000
 #define HSM_CERT_MAX_BYTES (64 * 1024)
+/* How long a caller waits for a busy TPM before PJ_ERR_TIMEOUT. */
+#define HSM_TPM_WAIT_MS 5000
+
+/*
+ * tpm2-pkcs11's vendor attribute holding the key's TPM2B_PUBLIC (its
+ * src/lib/attrs.h: CKA_VENDOR_DEFINED | 0x0F000000 | 2; "not stable", so
+ * only read when the token is a TPM, and a failure to read is reported as
+ * "unknown", never as "extractable").
+ */
+#define HSM_CKA_TPM2_PUB_BLOB (CKA_VENDOR_DEFINED | 0x0F000002UL)
+/* TPMA_OBJECT bits (TPM 2.0 Library Part 2, 8.3.2). */
+#define HSM_TPMA_FIXED_TPM (1U << 1)
+#define HSM_TPMA_FIXED_PARENT (1U << 4)
+#define HSM_TPMA_SENSITIVE_DATA_ORIGIN (1U << 5)
+#define HSM_TPMA_USER_WITH_AUTH (1U << 6)
+#define HSM_TPMA_RESTRICTED (1U << 16)
+#define HSM_TPMA_DECRYPT (1U << 17)
+#define HSM_TPMA_SIGN (1U << 18)
 
 /*
  * A loaded module. Shared by every hsm_module_load of the same path in a
@@ -51,6 +70,28 @@ struct hsm_module {
     uint64_t login_calls; /* C_Login calls, for tests (atomic) */
     uint64_t reinits;     /* successful re-initialisations (atomic) */
     struct hsm_module *next;
+
+    /*
+     * TPM tokens (tpm2-pkcs11): the chip does one command at a time and
+     * concurrent callers only add tail latency (research/pkcs11.md pitfall
+     * 14), so operations on a TPM token pass one at a time through this
+     * gate, waiting at most tpm_wait_ms, in arrival order.
+     */
+    bool tpm2_pkcs11; /* the module is tpm2-pkcs11 (C_GetInfo) */
+    char manufacturer[33];
+    pthread_mutex_t tpm_mu; /* the gate's fields below */
+    pthread_cond_t tpm_cv;  /* CLOCK_MONOTONIC */
+    bool tpm_busy;
+    struct hsm_tpm_waiter *tpm_head, *tpm_tail; /* FIFO of waiting callers */
+    unsigned tpm_wait_ms;
+    uint64_t tpm_timeouts; /* callers that gave up waiting */
+    pid_t pid;             /* the process that initialised the module */
+};
+
+/* A caller waiting at the TPM gate (on its own stack). */
+struct hsm_tpm_waiter {
+    struct hsm_tpm_waiter *next;
+    bool granted;
 };
 
 /* What a pkcs11: URI asks for, parsed by libp11-kit. */
@@ -141,6 +182,31 @@ PJ_MUST_USE pj_rc hsm_info_fill(struct hsm_module *mod, CK_SESSION_HANDLE s,
                                 CK_OBJECT_HANDLE priv,
                                 struct hsm_key_info *info, struct pj_err *err);
 
+/*
+ * Is this token a TPM behind tpm2-pkcs11? The module says so in C_GetInfo
+ * (manufacturer "tpm2-software.github.io", library "TPM2.0 Cryptoki"); behind
+ * a proxy (p11-kit-client) only the token shows it: model "SW   TPM" on
+ * swtpm, or a model/manufacturer naming a TPM.
+ */
+bool hsm_token_is_tpm(const struct hsm_module *mod, const CK_TOKEN_INFO *ti);
+
+/*
+ * The TPM gate (see struct hsm_module): enter waits in arrival order for at
+ * most mod->tpm_wait_ms, else PJ_ERR_TIMEOUT "TPM busy"; leave lets the
+ * next caller in.
+ */
+PJ_MUST_USE pj_rc hsm_tpm_enter(struct hsm_module *mod, const char *token_name,
+                                struct pj_err *err);
+void hsm_tpm_leave(struct hsm_module *mod);
+
+/*
+ * Parse a TPM2B_PUBLIC (as tpm2-pkcs11 stores it) far enough to return its
+ * TPMA_OBJECT bits and, for an RSA key, its modulus (borrowed, inside buf).
+ * False if buf is not a well-formed RSA TPM2B_PUBLIC.
+ */
+bool hsm_tpm2b_public_parse(const uint8_t *buf, size_t len, uint32_t *attrsp,
+                            const uint8_t **modp, size_t *modlenp);
+
 /* Does the slot's token offer mech? */
 bool hsm_slot_has_mech(struct hsm_module *mod, CK_SLOT_ID slot,
                        CK_MECHANISM_TYPE mech);
@@ -178,6 +244,7 @@ struct hsm_key {
     CK_OBJECT_HANDLE priv;
     bool have_sha256;    /* token offers CKM_SHA256_RSA_PKCS */
     bool force_fallback; /* test hook */
+    bool tpm;            /* the token is a TPM: operations use the gate */
 
     pj_rc pin_failed; /* PJ_ERR_PIN/PIN_LOCKED once the PIN was rejected */
     char pin_msg[PJ_ERR_MSG_MAX];
@@ -213,6 +280,7 @@ void hsm_module_ref(struct hsm_module *mod);
 
 /* Test hooks. */
 void hsm_key_test_force_fallback(struct hsm_key *key, bool on);
+void hsm_module_test_tpm_wait(struct hsm_module *mod, unsigned ms);
 uint64_t hsm_module_test_login_calls(struct hsm_module *mod);
 CK_FUNCTION_LIST *hsm_module_functions(struct hsm_module *mod);
 

@@ -15,6 +15,11 @@ PACKAGES=(
     # metadata schema checks, PKCS#11 cross-checks
     python3 python3-jwt python3-cryptography libxml2-utils opensc jq socat
     util-linux
+    # TPM tokens: a software TPM and tpm2-pkcs11 (tests/integration/tpm-lib.sh)
+    swtpm swtpm-tools tpm2-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools
+    python3-tpm2-pkcs11-tools
+    # promtool checks the metrics file (Debian ships it only in prometheus)
+    prometheus
 )
 
 missing=()
