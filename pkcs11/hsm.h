@@ -105,11 +105,32 @@ struct hsm_key_info {
     bool can_sign, can_decrypt, can_unwrap;
     bool local;           /* generated on the token */
     bool sha256_rsa_pkcs; /* the token offers CKM_SHA256_RSA_PKCS */
+    /*
+     * TPM tokens (tpm2-pkcs11): whether the key can leave the chip is told
+     * by its TPM public area (TPMA_OBJECT), not by the PKCS#11 flags above,
+     * which tpm2-pkcs11 lets anyone change and keeps changed
+     * (research/pkcs11.md pitfall 9). tpm_area is true when the area was
+     * read and its modulus is the key's; otherwise the three bits are false.
+     */
+    bool tpm; /* the token is a TPM */
+    bool tpm_fixed_tpm, tpm_fixed_parent, tpm_sensitive_data_origin;
+    bool tpm_area;
+    uint32_t tpm_object_attributes; /* raw TPMA_OBJECT when tpm_area */
 };
 
 PJ_MUST_USE pj_rc hsm_key_get_info(struct hsm_key *key,
                                    struct hsm_key_info *info,
                                    struct pj_err *err);
+
+/*
+ * Can the key's private half leave the token, judged the way the token
+ * deserves: on a TPM by the public area (fixedTPM, fixedParent and
+ * sensitiveDataOrigin all set: made inside this TPM, never duplicable);
+ * elsewhere by CKA_SENSITIVE, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE
+ * and not CKA_EXTRACTABLE. *why (may be NULL) names the evidence or what
+ * is missing, in words for `p11jwt doctor`.
+ */
+bool hsm_key_info_bound(const struct hsm_key_info *info, const char **why);
 
 struct hsm_keygen_opts {
     const char *uri;        /* token=... and object=... (label); id optional */
@@ -162,5 +183,75 @@ void hsm_key_get_stats(struct hsm_key *key, struct hsm_stats *stats);
 
 /* Cryptoki's name for a CK_RV ("CKR_PIN_INCORRECT"), or "CKR_0x..". */
 const char *hsm_ckr_name(unsigned long ckr);
+
+/* ---- Key rotation (hsm_rotate.c; docs/rotation.md) --------------------
+ *
+ * A profile's key URI names its key by label L (object=L). The on-token
+ * labels are the rotation state: "L" is the active key, "L.next" the next
+ * one, "L.retired-YYYYMMDDTHHMMSSZ" old ones. A key pair and its
+ * certificate share CKA_ID and label.
+ */
+#define HSM_ROTATE_NEXT ".next"
+#define HSM_ROTATE_RETIRED ".retired-"
+#define HSM_ROTATE_RETIRED_MAX 16 /* retired keys listed by a scan */
+#define HSM_ROTATE_LABEL_MAX 127  /* L + ".retired-" + 16 must fit */
+
+struct hsm_rotate_state {
+    char token[33];
+    char label[HSM_ROTATE_LABEL_MAX + 1]; /* L */
+    bool active, next;                    /* private keys L / L.next exist */
+    uint8_t active_id[64], next_id[64];
+    size_t active_id_len, next_id_len;
+    bool active_cert, next_cert; /* a certificate shares the key's id */
+    unsigned n_retired;          /* private keys labelled L.retired-* */
+    char retired[HSM_ROTATE_RETIRED_MAX][HSM_ROTATE_LABEL_MAX + 1];
+};
+
+/*
+ * The label L of a key URI (object=L), checked for rotation: present,
+ * printable, short enough for the retired suffix, no id= (the id would pin
+ * the key and defeat relabelling), not itself a ".next"/".retired-" label.
+ */
+PJ_MUST_USE pj_rc hsm_rotate_label(const char *key_uri, char *label,
+                                   size_t labelsz, struct pj_err *err);
+
+/*
+ * key_uri with its object label replaced by label (NULL: removed), its id
+ * replaced by id (NULL: removed) and its type set to type ("private",
+ * "cert", or NULL: removed). A pin-value is never kept. *urip is new.
+ */
+PJ_MUST_USE pj_rc hsm_rotate_uri(const char *key_uri, const char *label,
+                                 const uint8_t *id, size_t id_len,
+                                 const char *type, char **urip,
+                                 struct pj_err *err);
+
+/* Read the rotation state of key_uri's label from its token (logs in). */
+PJ_MUST_USE pj_rc hsm_rotate_scan(struct hsm_module *mod, const char *key_uri,
+                                  const char *pin_source,
+                                  struct hsm_rotate_state *st,
+                                  struct pj_err *err);
+
+/*
+ * Make L.next the active key, in an order that is safe to interrupt and
+ * repeat: (1) the objects of the key labelled L (public key and certificate
+ * first, the private key last) are relabelled L.retired-<now as UTC> (or
+ * destroyed with destroy_old); (2) the objects of L.next (likewise) are
+ * relabelled L. With no L.next: PJ_ERR_NOT_FOUND. retired (may be NULL,
+ * HSM_ROTATE_LABEL_MAX + 1 bytes) gets the retired label, "" if none.
+ */
+PJ_MUST_USE pj_rc hsm_rotate_promote(struct hsm_module *mod,
+                                     const char *key_uri,
+                                     const char *pin_source, int64_t now,
+                                     bool destroy_old, char *retired,
+                                     struct pj_err *err);
+
+/*
+ * Destroy every object labelled label (a retired key: refuses L and
+ * L.next); *np (may be NULL) gets the number destroyed.
+ */
+PJ_MUST_USE pj_rc hsm_rotate_destroy(struct hsm_module *mod,
+                                     const char *key_uri,
+                                     const char *pin_source, const char *label,
+                                     unsigned *np, struct pj_err *err);
 
 #endif
