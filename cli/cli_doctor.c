@@ -504,7 +504,18 @@ check_key_attrs(struct dr_ctx *x)
              "rotate start --profile %s (or p11jwt keygen), upload the new "
              "certificate, then destroy this key",
              x->prof->name);
-    if (!in->sensitive) {
+    if (in->tpm) {
+        /*
+         * tpm2-pkcs11 lets anyone flip CKA_SENSITIVE/CKA_EXTRACTABLE
+         * (research/pkcs11.md pitfall 9): on a TPM the evidence is the
+         * key's TPM public area (fixedTPM, fixedParent,
+         * sensitiveDataOrigin), not the PKCS#11 flags.
+         */
+        const char *why = NULL;
+        bool bound = hsm_key_info_bound(in, &why);
+        dr_set(x, DR_KEY_PROT, bound ? DR_OK : DR_FAIL, bound ? NULL : fix,
+               "%s", why != NULL ? why : "TPM key");
+    } else if (!in->sensitive) {
         dr_set(x, DR_KEY_PROT, DR_FAIL, fix,
                "CKA_SENSITIVE is false: the private key value can be read "
                "off the token");
@@ -529,6 +540,15 @@ check_key_attrs(struct dr_ctx *x)
                "generate a signing key: p11jwt keygen (CKA_SIGN true, "
                "nothing else)",
                "CKA_SIGN is false: the key cannot sign assertions");
+    } else if (in->tpm && (in->can_decrypt || in->can_unwrap)) {
+        /*
+         * tpm2-pkcs11 signs a CKM_RSA_PKCS digest (how certificates are
+         * signed) with a TPM decrypt operation, so keygen keeps decrypt on
+         * TPM keys (docs/tpm.md); the key still never leaves the TPM.
+         */
+        dr_set(x, DR_KEY_USAGE, DR_OK, NULL,
+               "signs; decrypt is on because tpm2-pkcs11 needs it to sign "
+               "certificates (docs/tpm.md)");
     } else if (in->can_decrypt || in->can_unwrap) {
         /*
          * A warning, not a failure: signing works, but one RSA key used

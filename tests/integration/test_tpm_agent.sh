@@ -54,6 +54,12 @@ check "a new exchange after the restart (invalidate, then token)" \
     '.ok == true' "$(printf '%s\n' "$out" | tail -1)"
 check "the fake verified the post-restart assertion" '.ok == 2' "$(fake_stats)"
 
+# doctor judges a TPM key by its TPM public area, not by PKCS#11 flags.
+"$P11JWT" -c "$T/agent.conf" doctor --profile prod --no-exchange --json >"$T/doctor.json" 2>"$T/err" || true
+check "doctor: key-protection ok from the TPM public area" \
+    '.[] | select(.check == "key-protection") | .status == "ok" and (.message | test("fixedTPM"))' \
+    "$(cat "$T/doctor.json")"
+
 agent_stop
 [ "$AGENT_RC" -eq 0 ] && pass "SIGTERM: exit 0" || fail "agent exit status $AGENT_RC"
 n=$({ /usr/bin/tpm2_getcap handles-transient; /usr/bin/tpm2_getcap handles-loaded-session; } 2>/dev/null | grep -c '0x' || true)
