@@ -79,6 +79,13 @@ PJ_MUST_USE pj_rc cert_load_key(struct hsm_key *key, const char *name,
 PJ_MUST_USE pj_rc cert_key_uri_for(const char *cert_uri, char **key_urip,
                                    struct pj_err *err);
 
+/*
+ * The opposite: the certificate URI beside a key URI (type=cert), without
+ * any PIN attribute (certificates are public). *cert_urip is new (free()).
+ */
+PJ_MUST_USE pj_rc cert_uri_for_key(const char *key_uri, char **cert_urip,
+                                   struct pj_err *err);
+
 void cert_free(struct cert *cert);
 
 /* Accessors. */

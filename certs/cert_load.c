@@ -84,38 +84,59 @@ cert_load_key(struct hsm_key *key, const char *name, struct cert **certp,
     return rc;
 }
 
-pj_rc
-cert_key_uri_for(const char *cert_uri, char **key_urip, struct pj_err *err)
+/*
+ * uri with CKA_CLASS set to cls: the key beside a certificate or the
+ * certificate beside a key (same token, label and id). A pin-value is
+ * dropped; so is a pin-source on the way to a certificate, which is public.
+ */
+static pj_rc
+uri_with_class(const char *in, CK_OBJECT_CLASS cls, const char *what,
+               char **outp, struct pj_err *err)
 {
     P11KitUri *uri = NULL;
-    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
     CK_ATTRIBUTE attr = {CKA_CLASS, &cls, sizeof(cls)};
     char *out = NULL;
     int r;
     pj_rc rc;
 
-    *key_urip = NULL;
+    *outp = NULL;
     if ((uri = p11_kit_uri_new()) == NULL) {
         return pj_err_set(err, PJ_ERR_NOMEM, "out of memory");
     }
-    r = p11_kit_uri_parse(cert_uri, P11_KIT_URI_FOR_ANY, uri);
+    r = p11_kit_uri_parse(in, P11_KIT_URI_FOR_ANY, uri);
     if (r != P11_KIT_URI_OK) {
         /* Never echo the URI: a careless one may carry a PIN. */
         rc = pj_err_set(err, PJ_ERR_INVALID,
-                        "the certificate URI is not a valid pkcs11: URI (%s)",
+                        "the %s URI is not a valid pkcs11: URI (%s)", what,
                         p11_kit_uri_message(r));
         goto out;
+    }
+    p11_kit_uri_set_pin_value(uri, NULL);
+    if (cls == CKO_CERTIFICATE) {
+        p11_kit_uri_set_pin_source(uri, NULL);
     }
     if (p11_kit_uri_set_attribute(uri, &attr) != P11_KIT_URI_OK ||
         p11_kit_uri_format(uri, P11_KIT_URI_FOR_ANY, &out) != P11_KIT_URI_OK) {
         rc = pj_err_set(err, PJ_ERR_INTERNAL,
-                        "building the key URI from the certificate URI "
-                        "failed");
+                        "building a URI from the %s URI failed", what);
         goto out;
     }
-    *key_urip = out;
+    *outp = out;
     rc = PJ_OK;
 out:
     p11_kit_uri_free(uri);
     return rc;
+}
+
+pj_rc
+cert_key_uri_for(const char *cert_uri, char **key_urip, struct pj_err *err)
+{
+    return uri_with_class(cert_uri, CKO_PRIVATE_KEY, "certificate", key_urip,
+                          err);
+}
+
+pj_rc
+cert_uri_for_key(const char *key_uri, char **cert_urip, struct pj_err *err)
+{
+    return uri_with_class(key_uri, CKO_CERTIFICATE, "key", cert_urip, err);
 }

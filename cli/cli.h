@@ -44,6 +44,13 @@ enum {
         "help", no_argument, NULL, 'h'                                         \
     }
 
+struct pj_config;
+/*
+ * The PKCS#11 module to load: --module, then $P11JWT_MODULE, then the
+ * config's [agent] module (cfg may be NULL), then the default. Borrowed.
+ */
+const char *cli_module_path(const struct pj_config *cfg);
+
 /* Handle a global option from getopt_long; true if it was one. */
 int cli_global_opt(int opt, const char *arg);
 

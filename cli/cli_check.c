@@ -113,54 +113,6 @@ usage_error(const char *msg)
     return NAGIOS_UNKNOWN;
 }
 
-/* --module, then $P11JWT_MODULE, then [agent] module, then the default. */
-static const char *
-module_path(const struct pj_config *cfg)
-{
-    const char *env = getenv("P11JWT_MODULE");
-
-    if (cli_global.module != NULL) {
-        return cli_global.module;
-    }
-    if (env != NULL && env[0] != '\0') {
-        return env;
-    }
-    if (cfg != NULL && cfg->agent.module != NULL) {
-        return cfg->agent.module;
-    }
-    return hsm_module_path_resolve(NULL);
-}
-
-/*
- * The certificate URI beside a key URI: the same token and object with
- * type=cert (certificates are public: no PIN needed). *urip is new.
- */
-static char *
-cert_uri_beside(const char *key_uri)
-{
-    const char *q = strchr(key_uri, '?');
-    size_t plen = q != NULL ? (size_t)(q - key_uri) : strlen(key_uri);
-    char *path = NULL, *out = NULL, *t;
-
-    if ((path = strndup(key_uri, plen)) == NULL) {
-        return NULL;
-    }
-    if ((t = strstr(path, "type=private")) != NULL) {
-        /* "type=private" -> "type=cert" and the rest of the path. */
-        if (asprintf(&out, "%.*stype=cert%s", (int)(t - path), path,
-                     t + strlen("type=private")) < 0) {
-            out = NULL;
-        }
-    } else if (strstr(path, "type=") == NULL) {
-        if (asprintf(&out, "%s%stype=cert", path,
-                     path[plen - 1] == ':' ? "" : ";") < 0) {
-            out = NULL;
-        }
-    }
-    free(path);
-    return out;
-}
-
 static void
 check_profile(const struct pj_config *cfg, const struct pj_profile *p,
               const char *cert_opt, long warn, long crit, bool no_key,
@@ -173,12 +125,14 @@ check_profile(const struct pj_config *cfg, const struct pj_profile *p,
     char *beside = NULL;
 
     src.cert = cert_opt != NULL ? cert_opt : p->cert;
-    src.module = module_path(cfg);
+    src.module = cli_module_path(cfg);
     src.warn_days = warn >= 0 ? warn : p->warn_days;
     src.critical_days = crit >= 0 ? crit : p->critical_days;
     if (no_key) {
-        if (src.cert == NULL) {
-            src.cert = beside = cert_uri_beside(p->key);
+        /* Certificates are public: the one beside the key needs no PIN. */
+        if (src.cert == NULL &&
+            cert_uri_for_key(p->key, &beside, &err) == PJ_OK) {
+            src.cert = beside;
         }
     } else {
         struct hsm_key_opts kopts = {
@@ -422,7 +376,7 @@ cli_cmd_check(int argc, char **argv)
         /* A lone certificate: no configuration, no key. */
         struct agent_monitor_src src = {
             .cert = cert,
-            .module = module_path(NULL),
+            .module = cli_module_path(NULL),
             .warn_days = warn >= 0 ? warn : PJ_WARN_DAYS_DEFAULT,
             .critical_days = crit >= 0 ? crit : PJ_CRITICAL_DAYS_DEFAULT,
         };

@@ -3,6 +3,10 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+
+#include "core/pj_config.h"
+#include "pkcs11/hsm.h"
 
 struct cli_global cli_global;
 
@@ -25,6 +29,18 @@ cli_global_opt(int opt, const char *arg)
     default:
         return 0;
     }
+}
+
+const char *
+cli_module_path(const struct pj_config *cfg)
+{
+    const char *env = getenv("P11JWT_MODULE");
+
+    if (cli_global.module == NULL && (env == NULL || env[0] == '\0') &&
+        cfg != NULL && cfg->agent.module != NULL) {
+        return cfg->agent.module;
+    }
+    return hsm_module_path_resolve(cli_global.module);
 }
 
 int

@@ -27,24 +27,6 @@ sign_on_token(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig,
     return hsm_key_sign(ctx, msg, len, sig, siglen, err);
 }
 
-/* --module, then $P11JWT_MODULE, then [agent] module, then the default. */
-static const char *
-module_path(const struct pj_config *cfg)
-{
-    const char *env = getenv("P11JWT_MODULE");
-
-    if (cli_global.module != NULL) {
-        return cli_global.module;
-    }
-    if (env != NULL && env[0] != '\0') {
-        return env;
-    }
-    if (cfg->agent.module != NULL) {
-        return cfg->agent.module;
-    }
-    return hsm_module_path_resolve(NULL);
-}
-
 static void
 print_skew(const char *cmd, const struct sf_result *res, int always)
 {
@@ -129,7 +111,7 @@ cli_direct_answer(const struct cli_fetch_opts *o, json_t **answerp)
         ret = cli_fail(o->cmd, &err);
         goto out;
     }
-    if (hsm_module_load(module_path(cfg), &mod, &err) != PJ_OK) {
+    if (hsm_module_load(cli_module_path(cfg), &mod, &err) != PJ_OK) {
         ret = cli_fail(o->cmd, &err);
         goto out;
     }

@@ -96,66 +96,6 @@ help(FILE *f)
         SF_ECA_API_MIN, SF_ECA_API_DEFAULT);
 }
 
-/* --module, then $P11JWT_MODULE, then [agent] module, then the default. */
-static const char *
-module_path(const struct pj_config *cfg)
-{
-    const char *env = getenv("P11JWT_MODULE");
-
-    if (cli_global.module != NULL) {
-        return cli_global.module;
-    }
-    if (env != NULL && env[0] != '\0') {
-        return env;
-    }
-    if (cfg != NULL && cfg->agent.module != NULL) {
-        return cfg->agent.module;
-    }
-    return hsm_module_path_resolve(NULL);
-}
-
-/*
- * The certificate URI beside a profile's key: the same token and object
- * attributes with type=cert. certs/ has the opposite (cert_key_uri_for).
- */
-static pj_rc
-cert_uri_for_key(const char *key_uri, char **cert_urip, struct pj_err *err)
-{
-    P11KitUri *uri = NULL;
-    CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
-    CK_ATTRIBUTE attr = {CKA_CLASS, &cls, sizeof(cls)};
-    char *out = NULL;
-    int r;
-    pj_rc rc;
-
-    *cert_urip = NULL;
-    if ((uri = p11_kit_uri_new()) == NULL) {
-        return pj_err_set(err, PJ_ERR_NOMEM, "out of memory");
-    }
-    if ((r = p11_kit_uri_parse(key_uri, P11_KIT_URI_FOR_ANY, uri)) !=
-        P11_KIT_URI_OK) {
-        /* Never echo the URI: a careless one may carry a PIN. */
-        rc = pj_err_set(err, PJ_ERR_CONFIG,
-                        "the profile's key is not a valid pkcs11: URI (%s)",
-                        p11_kit_uri_message(r));
-        goto out;
-    }
-    /* A pin-value in the key URI is not needed to read a certificate. */
-    p11_kit_uri_set_pin_value(uri, NULL);
-    if (p11_kit_uri_set_attribute(uri, &attr) != P11_KIT_URI_OK ||
-        p11_kit_uri_format(uri, P11_KIT_URI_FOR_ANY, &out) != P11_KIT_URI_OK) {
-        rc = pj_err_set(err, PJ_ERR_INTERNAL,
-                        "building the certificate URI from the key URI "
-                        "failed");
-        goto out;
-    }
-    *cert_urip = out;
-    rc = PJ_OK;
-out:
-    p11_kit_uri_free(uri);
-    return rc;
-}
-
 /* The certificate of --profile or --cert, usable for Salesforce now. */
 static pj_rc
 load_cert(const char *profile, const char *cert_arg, struct cert **certp,
@@ -192,7 +132,7 @@ load_cert(const char *profile, const char *cert_arg, struct cert **certp,
         fprintf(stderr, "p11jwt eca: reading the certificate from the "
                         "token\n");
     }
-    if ((rc = cert_load(src, module_path(cfg), cli_global.pin_source, &c,
+    if ((rc = cert_load(src, cli_module_path(cfg), cli_global.pin_source, &c,
                         err)) != PJ_OK ||
         (rc = cert_check_usable(c, pj_time_now(), false, err)) != PJ_OK) {
         goto out;
