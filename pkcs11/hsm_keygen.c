@@ -99,7 +99,8 @@ hsm_keygen(struct hsm_module *mod, const struct hsm_keygen_opts *opts,
     CK_MECHANISM mech = {CKM_RSA_PKCS_KEY_PAIR_GEN, NULL, 0};
     CK_OBJECT_HANDLE pub = 0, priv = 0;
     CK_ATTRIBUTE probe;
-    char token[40], lbl[HSM_LABEL_MAX * 4 + 1], *pin_source = NULL;
+    char token[40], lbl[HSM_LABEL_MAX * 4 + 1],
+        *source = NULL; /* where the PIN comes from, not the PIN */
     char msg[200], hex[2 * HSM_ID_MAX + 1];
     CK_RV rv;
     pj_rc rc;
@@ -133,9 +134,9 @@ hsm_keygen(struct hsm_module *mod, const struct hsm_keygen_opts *opts,
     }
     hsm_printable(u.label, u.label_len, lbl, sizeof(lbl));
     if (opts->pin_source != NULL) {
-        rc = hsm_pin_source_normalize(opts->pin_source, &pin_source, err);
+        rc = hsm_pin_source_normalize(opts->pin_source, &source, err);
     } else if (u.pin_source != NULL) {
-        rc = (pin_source = strdup(u.pin_source)) == NULL
+        rc = (source = strdup(u.pin_source)) == NULL
                  ? pj_err_set(err, PJ_ERR_NOMEM, "out of memory")
                  : PJ_OK;
     }
@@ -180,7 +181,7 @@ hsm_keygen(struct hsm_module *mod, const struct hsm_keygen_opts *opts,
         goto unlock;
     }
     have_session = true;
-    if ((rc = hsm_login(mod, s, token, pin_source, err)) != PJ_OK) {
+    if ((rc = hsm_login(mod, s, token, source, err)) != PJ_OK) {
         goto unlock;
     }
     /* Logged in, so private objects are visible to the check too. */
@@ -274,7 +275,7 @@ unlock:
         hsm_tpm_leave(mod);
     }
 out:
-    free(pin_source);
+    free(source);
     hsm_uri_cleanup(&u);
     return rc;
 }

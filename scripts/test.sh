@@ -15,15 +15,24 @@ test_jobs=${P11JWT_TEST_JOBS:-2}
 
 section() { printf '\n=== %s ===\n' "$*"; }
 
+# Both builds always run, so one failing does not hide the other's result.
+failed=()
+
 section "gcc build"
 cmake -S . -B build -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$jobs"
 section "tests (gcc)"
-ctest --test-dir build --output-on-failure -j "$test_jobs"
+ctest --test-dir build --output-on-failure -j "$test_jobs" || failed+=("gcc")
 
 section "clang + ASan + UBSan build"
 cmake -S . -B build-asan -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
     -DP11JWT_SANITIZE=ON -DP11JWT_FUZZ=ON >/dev/null
 cmake --build build-asan -j "$jobs"
 section "tests (ASan + UBSan)"
-ctest --test-dir build-asan --output-on-failure -j "$test_jobs"
+ctest --test-dir build-asan --output-on-failure -j "$test_jobs" || failed+=("ASan+UBSan")
+
+if [ "${#failed[@]}" -ne 0 ]; then
+    echo "test: failures in: ${failed[*]}" >&2
+    exit 1
+fi
+echo "test: all tests passed in both builds (gcc; clang ASan+UBSan)"
