@@ -88,6 +88,7 @@ enum agent_op {
     AGENT_OP_INVALIDATE,
     AGENT_OP_STATUS,
     AGENT_OP_HEALTH,
+    AGENT_OP_ROTATE, /* docs/rotation.md: reload-keys after `rotate start` */
     AGENT_OP_COUNT,
 };
 const char *agent_op_name(enum agent_op op);
@@ -180,6 +181,40 @@ struct agent_counters {
     uint64_t sign_ok, sign_fail;
     uint64_t assertion_ok, assertion_fail;
     uint64_t refused;
+    /* Rotation (docs/rotation.md): exchanges retried with the other key,
+     * those that succeeded, and promotions of the next key. */
+    uint64_t rotation_retries, rotation_retries_ok, promotions;
+};
+
+/*
+ * Key rotation state of a profile (docs/rotation.md). The token's labels
+ * are the truth; this is the agent's view: the next key ("L.next", opened
+ * by its CKA_ID so relabelling never loses it) and what happened when.
+ */
+#define AGENT_STALE_KEYS_MAX 4
+struct agent_rotation {
+    bool enabled;                          /* the key URI names a label L */
+    char active[HSM_ROTATE_LABEL_MAX + 1]; /* L */
+    char next_label[HSM_ROTATE_LABEL_MAX + 8];
+    struct hsm_key *next; /* open next key, or NULL */
+    uint8_t next_id[64];
+    size_t next_id_len;
+    uint8_t active_id[64]; /* id of the active key per the last scan */
+    size_t active_id_len;
+    int64_t active_since; /* wall s: key opened or promoted */
+    int64_t next_since;   /* wall s: next key found; 0 none */
+    int64_t promoted_at;  /* wall s of the last promotion; 0 never */
+    bool scanning;        /* a ROTATE_SCAN job is out */
+    bool reopen;          /* the active key changed on the token */
+    struct agent_req *waiters, **wtail;     /* rotate requests awaiting it */
+    bool relabel_pending;                   /* PROMOTE job out */
+    char relabel_error[PJ_ERR_MSG_MAX];     /* last PROMOTE failure, or "" */
+    char retired[HSM_ROTATE_LABEL_MAX + 1]; /* label of the retired key */
+    char scan_error[PJ_ERR_MSG_MAX];        /* last scan failure, or "" */
+    /* Keys replaced while jobs may still sign with them: freed once the
+     * profile has no job out. */
+    struct hsm_key *stale[AGENT_STALE_KEYS_MAX];
+    unsigned n_stale;
 };
 
 struct agent_prof {
@@ -198,14 +233,17 @@ struct agent_prof {
     bool have_skew;
     int64_t skew;
     struct agent_counters n;
+    struct agent_rotation rot;
 };
 
 /* ---- Jobs ----------------------------------------------------------- */
 
 enum agent_job_kind {
-    AGENT_JOB_EXCHANGE,  /* sign an assertion + build the request */
-    AGENT_JOB_ASSERTION, /* sign an assertion for a client */
-    AGENT_JOB_OPEN_KEY,  /* hsm_key_open */
+    AGENT_JOB_EXCHANGE,    /* sign an assertion + build the request */
+    AGENT_JOB_ASSERTION,   /* sign an assertion for a client */
+    AGENT_JOB_OPEN_KEY,    /* hsm_key_open (+ rotation scan, next key) */
+    AGENT_JOB_ROTATE_SCAN, /* find and open the next key */
+    AGENT_JOB_PROMOTE,     /* relabel on the token after a promotion */
 };
 
 struct agent_job {
@@ -231,6 +269,15 @@ struct agent_job {
     char *jti;
     struct sf_request *sreq;
     struct sf_transfer *xfer;
+    /* rotation */
+    bool retried;     /* EXCHANGE: the retry with the other key */
+    bool rot_scanned; /* OPEN_KEY, ROTATE_SCAN: rot is valid */
+    struct hsm_rotate_state rot;
+    uint8_t have_next_id[64]; /* ROTATE_SCAN: the next key already open */
+    size_t have_next_id_len;
+    struct hsm_key *next_owned;    /* OPEN_KEY, ROTATE_SCAN: opened next key */
+    char rot_note[PJ_ERR_MSG_MAX]; /* what the job did or why not */
+    char retired[HSM_ROTATE_LABEL_MAX + 1]; /* PROMOTE */
 };
 
 /* Runs on a worker thread: touches only the job, the profile's read-only
@@ -275,6 +322,8 @@ struct agent {
     uint64_t ipc[AGENT_OP_COUNT + 1][2]; /* [op or bad][ok, error] */
     uint64_t ipc_errors[AGENT_E_COUNT];
     struct agent_counters total;
+    /* Certificate monitoring (agent_monitor_glue.h); NULL in unit tests. */
+    struct agent_mon *mon;
 };
 
 /* Create the agent state for a config (taking ownership of cfg). mod may
@@ -323,6 +372,10 @@ void agent_req_finish(struct agent *ag, struct agent_req *req, bool ok);
 
 /* Profile by name among the current ones, or NULL. */
 struct agent_prof *agent_prof_find(struct agent *ag, const char *name);
+/* Take / drop a reference that keeps a profile and its keys (monitor
+ * checks on workers hold one, like jobs). */
+void agent_prof_ref(struct agent_prof *pr);
+void agent_prof_unref(struct agent *ag, struct agent_prof *pr);
 
 /* The ops behind dispatch (profile and subject already authorised). */
 enum agent_dispatch_result agent_token_request(struct agent *ag,
@@ -358,6 +411,19 @@ int64_t agent_timers_run(struct agent *ag);
 
 /* Outstanding jobs (exchanges, signatures, key opens). */
 unsigned agent_busy(const struct agent *ag);
+
+/*
+ * op rotate (root and the agent's uid only): action "reload-keys" scans
+ * the token for the profile's next key and answers with the rotation
+ * object once done.
+ */
+enum agent_dispatch_result agent_rotate_request(struct agent *ag,
+                                                struct agent_prof *pr,
+                                                const char *action,
+                                                struct agent_req *req);
+/* The profile's "rotation" status object into b. */
+void agent_rotation_json(const struct agent *ag, struct agent_buf *b,
+                         const struct agent_prof *pr);
 
 /* Authorisation of a peer for a profile (subject already resolved).
  * On refusal fills why (a sentence naming uid and profile). */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -17,6 +18,11 @@
 #include "agent/agent.h"
 #include "core/pj_log.h"
 #include "core/pj_util.h"
+
+static void rot_promote(struct agent *ag, struct agent_prof *pr, bool on_token);
+static bool rot_retry(struct agent *ag, struct agent_job *job,
+                      const struct sf_result *res);
+static void prof_open_key(struct agent *ag, struct agent_prof *pr);
 
 /* ---- clock and randomness ------------------------------------------ */
 
@@ -89,8 +95,8 @@ agent_expiry_margin_s(long lifetime_s)
 const char *
 agent_op_name(enum agent_op op)
 {
-    static const char *const names[] = {"token", "assertion", "invalidate",
-                                        "status", "health"};
+    static const char *const names[] = {"token",  "assertion", "invalidate",
+                                        "status", "health",    "rotate"};
     return (unsigned)op < PJ_ARRAY_SIZE(names) ? names[op] : "invalid";
 }
 
@@ -163,11 +169,16 @@ static void
 prof_free(struct agent_prof *pr)
 {
     struct agent_entry *e, *en;
+    unsigned i;
 
     for (e = pr->entries; e != NULL; e = en) {
         en = e->next;
         entry_free(e);
     }
+    for (i = 0; i < pr->rot.n_stale; i++) {
+        hsm_key_free(pr->rot.stale[i]);
+    }
+    hsm_key_free(pr->rot.next);
     hsm_key_free(pr->key);
     cfgref_unref(pr->cfg);
     free(pr);
@@ -184,6 +195,14 @@ prof_new(struct agent_cfgref *cfg, const struct pj_profile *p)
     pr->p = p;
     pr->cfg = cfg;
     cfg->refs++;
+    pr->rot.wtail = &pr->rot.waiters;
+    /* Rotation needs the key named by label (object=L) and nothing else. */
+    pr->rot.enabled = hsm_rotate_label(p->key, pr->rot.active,
+                                       sizeof(pr->rot.active), NULL) == PJ_OK;
+    if (pr->rot.enabled) {
+        agent_msgf(pr->rot.next_label, sizeof(pr->rot.next_label), "%s%s",
+                   pr->rot.active, HSM_ROTATE_NEXT);
+    }
     agent_msgf(pr->key_error, sizeof(pr->key_error),
                "the key of profile %s has not been opened yet", p->name);
     return pr;
@@ -206,12 +225,46 @@ retired_sweep(struct agent *ag)
     }
 }
 
+/* Keys replaced by a promotion, once no job can be signing with them. */
+static void
+stale_sweep(struct agent *ag, struct agent_prof *pr)
+{
+    unsigned i;
+
+    if (pr->refs != 0) {
+        return;
+    }
+    for (i = 0; i < pr->rot.n_stale; i++) {
+        /* Without a module the keys are test stand-ins, never opened. */
+        if (ag->mod != NULL) {
+            hsm_key_free(pr->rot.stale[i]);
+        }
+        pr->rot.stale[i] = NULL;
+    }
+    pr->rot.n_stale = 0;
+}
+
 static void
 prof_unref(struct agent *ag, struct agent_prof *pr)
 {
-    if (--pr->refs == 0 && pr->retired) {
-        retired_sweep(ag);
+    if (--pr->refs == 0) {
+        stale_sweep(ag, pr);
+        if (pr->retired) {
+            retired_sweep(ag);
+        }
     }
+}
+
+void
+agent_prof_ref(struct agent_prof *pr)
+{
+    pr->refs++;
+}
+
+void
+agent_prof_unref(struct agent *ag, struct agent_prof *pr)
+{
+    prof_unref(ag, pr);
 }
 
 /* ---- jobs ---------------------------------------------------------------- */
@@ -247,6 +300,7 @@ agent_job_free(struct agent_job *job)
     sf_transfer_free(job->xfer);
     sf_request_free(job->sreq);
     hsm_key_free(job->key_owned);
+    hsm_key_free(job->next_owned);
     free(job);
 }
 
@@ -268,6 +322,84 @@ sign_cb(void *ctx, const uint8_t *msg, size_t len, uint8_t *sig, size_t *siglen,
     return hsm_key_sign(ctx, msg, len, sig, siglen, err);
 }
 
+/* ---- rotation on a worker (docs/rotation.md) --------------------------- */
+
+/*
+ * The key labelled L is missing: if L.next exists, a promotion was
+ * interrupted between its two steps (or L was removed); finish it so L.next
+ * becomes L. True when the key may now be found.
+ */
+static bool
+rot_repair(struct agent_job *job)
+{
+    struct hsm_rotate_state st;
+    struct pj_err err = {0};
+    char retired[HSM_ROTATE_LABEL_MAX + 1];
+
+    if (hsm_rotate_label(job->p->key, st.label, sizeof(st.label), NULL) !=
+            PJ_OK ||
+        hsm_rotate_scan(job->mod, job->p->key, job->p->pin_source, &st, &err) !=
+            PJ_OK ||
+        st.active || !st.next) {
+        return false;
+    }
+    if (hsm_rotate_promote(job->mod, job->p->key, job->p->pin_source,
+                           job->start_wall, false, retired, &err) != PJ_OK) {
+        agent_msgf(job->rot_note, sizeof(job->rot_note),
+                   "completing an interrupted promotion of '%s%s' failed: %s",
+                   st.label, HSM_ROTATE_NEXT, err.msg);
+        return false;
+    }
+    agent_msgf(job->rot_note, sizeof(job->rot_note),
+               "no key '%s' but '%s%s' found: completed an interrupted "
+               "promotion ('%s%s' is now '%s')",
+               st.label, st.label, HSM_ROTATE_NEXT, st.label, HSM_ROTATE_NEXT,
+               st.label);
+    return true;
+}
+
+/* Read the rotation state; open the next key (by id) if there is one. */
+static void
+rot_scan(struct agent_job *job)
+{
+    struct hsm_key_opts ko;
+    struct pj_err err = {0};
+    char *uri = NULL;
+
+    if (hsm_rotate_label(job->p->key, job->rot.label, sizeof(job->rot.label),
+                         NULL) != PJ_OK) {
+        return; /* no rotation for this profile */
+    }
+    if (hsm_rotate_scan(job->mod, job->p->key, job->p->pin_source, &job->rot,
+                        &err) != PJ_OK) {
+        agent_msgf(job->rot_note, sizeof(job->rot_note),
+                   "reading the rotation state failed: %s", err.msg);
+        return;
+    }
+    job->rot_scanned = true;
+    if (!job->rot.next || (job->have_next_id_len == job->rot.next_id_len &&
+                           memcmp(job->have_next_id, job->rot.next_id,
+                                  job->rot.next_id_len) == 0)) {
+        return; /* none, or the one already open */
+    }
+    /* By id: the label changes at promotion, the id never does. */
+    if (hsm_rotate_uri(job->p->key, NULL, job->rot.next_id,
+                       job->rot.next_id_len, "private", &uri, &err) != PJ_OK) {
+        agent_msgf(job->rot_note, sizeof(job->rot_note), "%s", err.msg);
+        return;
+    }
+    memset(&ko, 0, sizeof(ko));
+    ko.uri = uri;
+    ko.pin_source = job->p->pin_source;
+    ko.sessions = job->sessions;
+    if (hsm_key_open(job->mod, &ko, &job->next_owned, &err) != PJ_OK) {
+        agent_msgf(job->rot_note, sizeof(job->rot_note),
+                   "opening the next key '%s%s' failed: %s", job->rot.label,
+                   HSM_ROTATE_NEXT, err.msg);
+    }
+    free(uri);
+}
+
 void
 agent_job_run(struct agent_job *job)
 {
@@ -281,6 +413,22 @@ agent_job_run(struct agent_job *job)
         ko.pin_source = job->p->pin_source;
         ko.sessions = job->sessions;
         job->rc = hsm_key_open(job->mod, &ko, &job->key_owned, &job->err);
+        if (job->rc == PJ_ERR_NOT_FOUND && rot_repair(job)) {
+            memset(&job->err, 0, sizeof(job->err));
+            job->rc = hsm_key_open(job->mod, &ko, &job->key_owned, &job->err);
+        }
+        if (job->rc == PJ_OK) {
+            rot_scan(job);
+        }
+        return;
+    case AGENT_JOB_ROTATE_SCAN:
+        job->rc = PJ_OK;
+        rot_scan(job);
+        return;
+    case AGENT_JOB_PROMOTE:
+        job->rc =
+            hsm_rotate_promote(job->mod, job->p->key, job->p->pin_source,
+                               job->start_wall, false, job->retired, &job->err);
         return;
     case AGENT_JOB_EXCHANGE:
     case AGENT_JOB_ASSERTION:
@@ -700,7 +848,16 @@ agent_exchange_done(struct agent *ag, struct agent_job *job, pj_rc rc,
     }
     if (rc == PJ_OK && res != NULL && res->ok &&
         res->token.access_token != NULL) {
+        if (job->retried) {
+            pr->n.rotation_retries_ok++;
+            ag->total.rotation_retries_ok++;
+            if (pr->rot.next != NULL && job->key == pr->rot.next) {
+                rot_promote(ag, pr, false);
+            }
+        }
         entry_success(ag, e, job, res);
+    } else if (rot_retry(ag, job, res)) {
+        /* The retry finishes the entry's exchange. */
     } else {
         memset(&f, 0, sizeof(f));
         f.set = true;
@@ -725,6 +882,356 @@ agent_exchange_done(struct agent *ag, struct agent_job *job, pj_rc rc,
         entry_failure(ag, e, &f);
     }
     job_release(ag, job);
+}
+
+/* ---- rotation on the loop (docs/rotation.md) ---------------------------- */
+
+static void
+stale_add(struct agent_prof *pr, struct hsm_key *key)
+{
+    if (key == NULL) {
+        return;
+    }
+    if (pr->rot.n_stale < AGENT_STALE_KEYS_MAX) {
+        pr->rot.stale[pr->rot.n_stale++] = key;
+    } else {
+        /* Jobs may still sign with it: never free early. A handful of
+         * promotions within one busy stretch is not expected. */
+        pj_log_warn("profile %s: more than %d replaced keys held; one is "
+                    "kept open until exit",
+                    pr->p->name, AGENT_STALE_KEYS_MAX);
+    }
+}
+
+static struct agent_peer
+self_peer(void)
+{
+    struct agent_peer me = {getuid(), getgid(), getpid(), NULL};
+    return me;
+}
+
+/* The agent's own wall clock, or null when t is 0. */
+static void
+buf_time(struct agent_buf *b, int64_t t)
+{
+    if (t > 0) {
+        agent_buf_int(b, t);
+    } else {
+        agent_buf_str(b, "null");
+    }
+}
+
+void
+agent_rotation_json(const struct agent *ag, struct agent_buf *b,
+                    const struct agent_prof *pr)
+{
+    const struct agent_rotation *r = &pr->rot;
+
+    (void)ag;
+    agent_buf_str(b, "{");
+    agent_buf_key(b, "enabled");
+    agent_buf_str(b, r->enabled ? "true" : "false");
+    agent_buf_key(b, "active");
+    agent_buf_jstr(b, r->enabled ? r->active : NULL);
+    agent_buf_key(b, "next");
+    agent_buf_jstr(b, r->next != NULL ? r->next_label : NULL);
+    agent_buf_key(b, "since");
+    buf_time(b, r->next != NULL ? r->next_since : r->active_since);
+    agent_buf_key(b, "active_since");
+    buf_time(b, r->active_since);
+    agent_buf_key(b, "next_since");
+    buf_time(b, r->next != NULL ? r->next_since : 0);
+    agent_buf_key(b, "promoted_at");
+    buf_time(b, r->promoted_at);
+    agent_buf_key(b, "retired");
+    agent_buf_jstr(b, r->retired[0] ? r->retired : NULL);
+    agent_buf_key(b, "relabel");
+    agent_buf_jstr(b, r->promoted_at == 0   ? NULL
+                      : r->relabel_pending  ? "pending"
+                      : r->relabel_error[0] ? "failed"
+                                            : "done");
+    agent_buf_key(b, "relabel_error");
+    agent_buf_jstr(b, r->relabel_error[0] ? r->relabel_error : NULL);
+    agent_buf_key(b, "scan_error");
+    agent_buf_jstr(b, r->scan_error[0] ? r->scan_error : NULL);
+    agent_buf_key(b, "retries");
+    agent_buf_int(b, (int64_t)pr->n.rotation_retries);
+    agent_buf_key(b, "retries_ok");
+    agent_buf_int(b, (int64_t)pr->n.rotation_retries_ok);
+    agent_buf_key(b, "promotions");
+    agent_buf_int(b, (int64_t)pr->n.promotions);
+    agent_buf_str(b, "}");
+}
+
+static void
+answer_rotation(struct agent *ag, struct agent_req *req, struct agent_prof *pr)
+{
+    answer_begin(req, true);
+    agent_buf_key(&req->out, "profile");
+    agent_buf_jstr(&req->out, pr->p->name);
+    agent_buf_key(&req->out, "key_open");
+    agent_buf_str(&req->out, pr->key != NULL ? "true" : "false");
+    agent_buf_key(&req->out, "rotation");
+    agent_rotation_json(ag, &req->out, pr);
+    agent_audit(ag, &req->peer, "rotate", pr->p->name, NULL, "ok",
+                pr->rot.next != NULL ? "next=1" : "next=0");
+    agent_req_finish(ag, req, true);
+}
+
+static void
+rot_answer_waiters(struct agent *ag, struct agent_prof *pr)
+{
+    struct agent_req *w = pr->rot.waiters, *wn;
+
+    pr->rot.waiters = NULL;
+    pr->rot.wtail = &pr->rot.waiters;
+    for (; w != NULL; w = wn) {
+        wn = w->wnext;
+        w->wnext = NULL;
+        answer_rotation(ag, w, pr);
+    }
+}
+
+/* Submit a PROMOTE job: relabel on the token (L -> retired, L.next -> L). */
+static void
+rot_relabel_submit(struct agent *ag, struct agent_prof *pr)
+{
+    struct agent_job *job;
+
+    if (ag->mod == NULL || pr->retired) {
+        return; /* unit tests: no token */
+    }
+    if ((job = job_new(ag, AGENT_JOB_PROMOTE, pr)) == NULL) {
+        agent_msgf(pr->rot.relabel_error, sizeof(pr->rot.relabel_error),
+                   "out of memory");
+        return;
+    }
+    job->mod = ag->mod;
+    pr->rot.relabel_pending = true;
+    pr->rot.relabel_error[0] = '\0';
+    if (!ag->be.submit(ag, job)) {
+        pr->rot.relabel_pending = false;
+        agent_msgf(pr->rot.relabel_error, sizeof(pr->rot.relabel_error),
+                   "the agent could not start the relabelling job");
+        job_release(ag, job);
+    }
+}
+
+/*
+ * The next key becomes the active one in memory. on_token: the token has
+ * already been relabelled (by `p11jwt rotate finish`); otherwise the agent
+ * relabels it now, so a restart starts with the new key.
+ */
+static void
+rot_promote(struct agent *ag, struct agent_prof *pr, bool on_token)
+{
+    struct agent_peer me = self_peer();
+    char extra[HSM_ROTATE_LABEL_MAX * 2 + 64];
+    int64_t now = agent_wall_s(ag);
+
+    stale_add(pr, pr->key);
+    pr->key = pr->rot.next;
+    pr->rot.next = NULL;
+    memcpy(pr->rot.active_id, pr->rot.next_id, pr->rot.next_id_len);
+    pr->rot.active_id_len = pr->rot.next_id_len;
+    pr->rot.next_id_len = 0;
+    pr->rot.next_since = 0;
+    pr->rot.active_since = now;
+    pr->rot.promoted_at = now;
+    pr->rot.retired[0] = '\0';
+    pr->n.promotions++;
+    ag->total.promotions++;
+    pj_log_notice("profile %s: key rotation: Salesforce accepts the next key "
+                  "'%s'; it is now the active key%s",
+                  pr->p->name, pr->rot.next_label,
+                  on_token ? " (already relabelled on the token)"
+                           : "; relabelling it on the token");
+    agent_msgf(extra, sizeof(extra), "action=promote active=%s relabel=%s",
+               pr->rot.next_label, on_token ? "done" : "pending");
+    agent_audit(ag, &me, "rotate", pr->p->name, NULL, "ok", extra);
+    if (!on_token) {
+        rot_relabel_submit(ag, pr);
+    }
+}
+
+static bool
+id_eq(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    return alen == blen && alen > 0 && memcmp(a, b, alen) == 0;
+}
+
+/* A scan (at key open or on request) finished: adopt what it found. */
+static void
+rot_apply_scan(struct agent *ag, struct agent_prof *pr, struct agent_job *job)
+{
+    const struct hsm_rotate_state *st = &job->rot;
+
+    pr->rot.scanning = false;
+    if (job->rot_note[0] != '\0') {
+        pj_log_notice("profile %s: rotation: %s", pr->p->name, job->rot_note);
+    }
+    if (!job->rot_scanned) {
+        agent_msgf(pr->rot.scan_error, sizeof(pr->rot.scan_error), "%s",
+                   job->rot_note[0] ? job->rot_note : "no scan");
+        goto answer;
+    }
+    pr->rot.scan_error[0] = '\0';
+    if (st->active && pr->rot.active_id_len > 0 &&
+        !id_eq(st->active_id, st->active_id_len, pr->rot.active_id,
+               pr->rot.active_id_len) &&
+        pr->rot.next != NULL &&
+        id_eq(st->active_id, st->active_id_len, pr->rot.next_id,
+              pr->rot.next_id_len)) {
+        /* `rotate finish --force` promoted it on the token. */
+        rot_promote(ag, pr, true);
+    } else if (st->active && pr->rot.active_id_len > 0 &&
+               !id_eq(st->active_id, st->active_id_len, pr->rot.active_id,
+                      pr->rot.active_id_len) &&
+               job->kind == AGENT_JOB_ROTATE_SCAN) {
+        /* Another key took the label (e.g. `rotate finish --force` of a
+         * next key the agent never saw): open it, keep signing with the
+         * old one until it is open. */
+        pj_log_notice("profile %s: the key labelled '%s' changed on the "
+                      "token; opening it",
+                      pr->p->name, pr->rot.active);
+        pr->rot.active_id_len = 0;
+        pr->rot.reopen = true;
+        prof_open_key(ag, pr);
+    } else if (st->active && pr->rot.active_id_len == 0) {
+        memcpy(pr->rot.active_id, st->active_id, st->active_id_len);
+        pr->rot.active_id_len = st->active_id_len;
+    }
+    if (st->next && job->next_owned != NULL) {
+        stale_add(pr, pr->rot.next);
+        pr->rot.next = job->next_owned;
+        job->next_owned = NULL;
+        memcpy(pr->rot.next_id, st->next_id, st->next_id_len);
+        pr->rot.next_id_len = st->next_id_len;
+        pr->rot.next_since = agent_wall_s(ag);
+        pj_log_notice("profile %s: next key '%s' found on token '%s'%s; "
+                      "signing stays with '%s' until Salesforce refuses it, "
+                      "then the next key is tried once and, if accepted, "
+                      "made active",
+                      pr->p->name, pr->rot.next_label, st->token,
+                      st->next_cert ? " with its certificate"
+                                    : " (no certificate yet)",
+                      pr->rot.active);
+    } else if (!st->next && pr->rot.next != NULL) {
+        pj_log_notice("profile %s: the next key '%s' is gone from the token; "
+                      "no rotation pending",
+                      pr->p->name, pr->rot.next_label);
+        stale_add(pr, pr->rot.next);
+        pr->rot.next = NULL;
+        pr->rot.next_id_len = 0;
+        pr->rot.next_since = 0;
+    }
+answer:
+    rot_answer_waiters(ag, pr);
+}
+
+static void
+rot_scan_submit(struct agent *ag, struct agent_prof *pr)
+{
+    struct agent_job *job;
+
+    if (pr->rot.scanning || pr->key_opening) {
+        return; /* the scan (or the open, which scans) answers waiters */
+    }
+    if (ag->mod == NULL || ag->stopping || !pr->rot.enabled ||
+        (job = job_new(ag, AGENT_JOB_ROTATE_SCAN, pr)) == NULL) {
+        rot_answer_waiters(ag, pr);
+        return;
+    }
+    job->mod = ag->mod;
+    job->sessions = ag->workers;
+    memcpy(job->have_next_id, pr->rot.next_id, pr->rot.next_id_len);
+    job->have_next_id_len = pr->rot.next != NULL ? pr->rot.next_id_len : 0;
+    pr->rot.scanning = true;
+    if (!ag->be.submit(ag, job)) {
+        pr->rot.scanning = false;
+        job_release(ag, job);
+        rot_answer_waiters(ag, pr);
+    }
+}
+
+enum agent_dispatch_result
+agent_rotate_request(struct agent *ag, struct agent_prof *pr,
+                     const char *action, struct agent_req *req)
+{
+    char msg[PJ_ERR_MSG_MAX + 64];
+
+    if (action == NULL || strcmp(action, "reload-keys") != 0) {
+        agent_answer_error(ag, req, AGENT_E_BAD_REQUEST,
+                           "op rotate needs \"action\":\"reload-keys\"", NULL);
+        return AGENT_ANSWERED;
+    }
+    if (!pr->rot.enabled) {
+        agent_msgf(msg, sizeof(msg),
+                   "profile %s: rotation needs the key URI to name the key "
+                   "by label only (object=LABEL, no id=)",
+                   pr->p->name);
+        agent_answer_error(ag, req, AGENT_E_BAD_REQUEST, msg, NULL);
+        return AGENT_ANSWERED;
+    }
+    if (pr->key == NULL && !pr->key_opening) {
+        agent_answer_error(ag, req, AGENT_E_UNAVAILABLE, pr->key_error, NULL);
+        return AGENT_ANSWERED;
+    }
+    req->wnext = NULL;
+    *pr->rot.wtail = req;
+    pr->rot.wtail = &req->wnext;
+    rot_scan_submit(ag, pr);
+    return req->done ? AGENT_ANSWERED : AGENT_PENDING;
+}
+
+/*
+ * Salesforce refused the assertion's signature ("invalid_grant" /
+ * "invalid assertion"): retry the exchange once, signed by the other key
+ * (the next key while one exists; the active one if a promotion happened
+ * while this job was out). True when the retry is under way.
+ */
+static bool
+rot_retry(struct agent *ag, struct agent_job *job, const struct sf_result *res)
+{
+    struct agent_prof *pr = job->prof;
+    struct agent_entry *e = job->entry;
+    struct hsm_key *alt;
+    struct agent_job *nj;
+
+    if (job->retried || ag->stopping || pr->retired || res == NULL || res->ok ||
+        strcmp(res->fail.error, "invalid_grant") != 0 ||
+        strcasecmp(res->fail.error_description, "invalid assertion") != 0) {
+        return false;
+    }
+    alt = job->key != pr->key ? pr->key : pr->rot.next;
+    if (alt == NULL || alt == job->key) {
+        return false;
+    }
+    nj = job_new(ag, AGENT_JOB_EXCHANGE, pr);
+    if (nj == NULL || (nj->subject = strdup(job->subject)) == NULL) {
+        if (nj != NULL) {
+            job_release(ag, nj);
+        }
+        return false;
+    }
+    nj->entry = e;
+    nj->key = alt;
+    nj->retried = true;
+    e->in_flight = true;
+    pr->n.rotation_retries++;
+    ag->total.rotation_retries++;
+    pj_log_notice("profile %s subject %s: Salesforce refused the assertion "
+                  "signed by %s (invalid_grant: invalid assertion); retrying "
+                  "once with %s",
+                  pr->p->name, e->subject,
+                  alt == pr->key ? "a replaced key" : "the active key",
+                  alt == pr->key ? "the active key" : "the next key");
+    if (!ag->be.submit(ag, nj)) {
+        e->in_flight = false;
+        job_release(ag, nj);
+        return false;
+    }
+    return true;
 }
 
 /* ---- job completion
@@ -791,7 +1298,10 @@ agent_job_done(struct agent *ag, struct agent_job *job)
         if (ag->opening > 0) {
             ag->opening--;
         }
+        pr->rot.reopen = false;
         if (job->rc == PJ_OK && !pr->retired && !ag->stopping) {
+            /* A reopen replaces a key jobs may still be signing with. */
+            stale_add(pr, pr->key);
             pr->key = job->key_owned;
             job->key_owned = NULL;
             pr->key_rc = PJ_OK;
@@ -799,7 +1309,14 @@ agent_job_done(struct agent *ag, struct agent_job *job)
             pr->key_failures = 0;
             pr->key_retry_mono = 0;
             pj_log_notice("profile %s: key open (%s)", pr->p->name, pr->p->key);
+            pr->rot.active_since = agent_wall_s(ag);
+            rot_apply_scan(ag, pr, job);
         } else if (job->rc != PJ_OK) {
+            if (job->rot_note[0] != '\0') {
+                pj_log_warn("profile %s: rotation: %s", pr->p->name,
+                            job->rot_note);
+            }
+            rot_answer_waiters(ag, pr);
             pr->key_rc = job->rc;
             pr->key_failures++;
             agent_msgf(pr->key_error, sizeof(pr->key_error),
@@ -821,6 +1338,30 @@ agent_job_done(struct agent *ag, struct agent_job *job)
         break;
     case AGENT_JOB_ASSERTION:
         assertion_done(ag, job);
+        break;
+    case AGENT_JOB_ROTATE_SCAN:
+        rot_apply_scan(ag, pr, job);
+        break;
+    case AGENT_JOB_PROMOTE:
+        pr->rot.relabel_pending = false;
+        if (job->rc == PJ_OK) {
+            pj_strlcpy(pr->rot.retired, job->retired, sizeof(pr->rot.retired));
+            pr->rot.relabel_error[0] = '\0';
+            pj_log_notice("profile %s: token relabelled: '%s' is now '%s'%s%s"
+                          "%s",
+                          pr->p->name, pr->rot.next_label, pr->rot.active,
+                          job->retired[0] ? ", the old key is '" : "",
+                          job->retired, job->retired[0] ? "'" : "");
+        } else {
+            agent_msgf(pr->rot.relabel_error, sizeof(pr->rot.relabel_error),
+                       "%s", job->err.msg);
+            pj_log_err("profile %s: relabelling the token after the "
+                       "promotion failed: %s; the agent keeps signing with "
+                       "the new key, and after a restart it would try the "
+                       "old one first: run `p11jwt rotate finish --profile "
+                       "%s`",
+                       pr->p->name, job->err.msg, pr->p->name);
+        }
         break;
     case AGENT_JOB_EXCHANGE:
         if (job->rc != PJ_OK) {
@@ -855,7 +1396,8 @@ prof_open_key(struct agent *ag, struct agent_prof *pr)
 {
     struct agent_job *job;
 
-    if (pr->key != NULL || pr->key_opening || ag->stopping) {
+    if ((pr->key != NULL && !pr->rot.reopen) || pr->key_opening ||
+        ag->stopping) {
         return;
     }
     if (ag->mod == NULL) {
@@ -1041,6 +1583,13 @@ agent_reload(struct agent *ag, struct pj_config *cfg)
                   "replaced or removed",
                   cfg->path, kept, fresh, dropped);
     agent_open_keys(ag);
+    /* A reload is also how an operator says "look at the token again"
+     * (docs/rotation.md): kept profiles re-read their rotation state. */
+    for (pr = ag->profs; pr != NULL; pr = pr->next) {
+        if (pr->key != NULL) {
+            rot_scan_submit(ag, pr);
+        }
+    }
 }
 
 /* ---- token ops (called from dispatch)

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "agent/agent.h"
+#include "agent/agent_monitor_glue.h"
 #include "core/pj_log.h"
 #include "core/pj_util.h"
 
@@ -314,6 +315,9 @@ status_prof(struct agent *ag, struct agent_buf *b, struct agent_prof *pr)
     agent_buf_str(b, "]");
     agent_buf_key(b, "in_flight");
     agent_buf_int(b, pr->refs);
+    agent_buf_key(b, "rotation");
+    agent_rotation_json(ag, b, pr);
+    agent_mon_status_json(ag, b, pr); /* "cert", "next_cert" */
     agent_buf_str(b, "}");
 }
 
@@ -388,8 +392,8 @@ clip(char *dst, size_t n, const char *s)
     dst[j] = '\0';
 }
 
-static const char *const op_names[] = {"token", "assertion", "invalidate",
-                                       "status", "health"};
+static const char *const op_names[] = {"token",  "assertion", "invalidate",
+                                       "status", "health",    "rotate"};
 
 static void
 list_profiles(const struct agent *ag, char *buf, size_t n)
@@ -413,7 +417,7 @@ dispatch_obj(struct agent *ag, const struct agent_peer *peer, json_t *root,
              struct agent_req *req)
 {
     const char *key, *opname = NULL, *profile = NULL, *subject = NULL,
-                     *token = NULL;
+                     *token = NULL, *action = NULL;
     size_t token_len = 0;
     json_t *v;
     char c1[96], c2[PJ_ERR_MSG_MAX], why[PJ_ERR_MSG_MAX];
@@ -454,11 +458,13 @@ dispatch_obj(struct agent *ag, const struct agent_peer *peer, json_t *root,
         } else if (strcmp(key, "access_token") == 0) {
             slot = &token;
             token_len = json_string_length(v);
+        } else if (strcmp(key, "action") == 0) {
+            slot = &action;
         } else {
             clip(c1, sizeof(c1), key);
             bad(ag, req,
                 "unknown field '%s': requests have op, profile, "
-                "subject, access_token and id",
+                "subject, access_token, action and id",
                 c1);
             return AGENT_ANSWERED;
         }
@@ -475,7 +481,7 @@ dispatch_obj(struct agent *ag, const struct agent_peer *peer, json_t *root,
     if (opname == NULL) {
         bad(ag, req,
             "missing 'op': one of token, assertion, invalidate, "
-            "status, health");
+            "status, health, rotate");
         return AGENT_ANSWERED;
     }
     for (i = 0; i < PJ_ARRAY_SIZE(op_names); i++) {
@@ -489,7 +495,7 @@ dispatch_obj(struct agent *ag, const struct agent_peer *peer, json_t *root,
         clip(c1, sizeof(c1), opname);
         agent_answer_error(ag, req, AGENT_E_UNKNOWN_OP,
                            "unknown op: use token, assertion, invalidate, "
-                           "status or health",
+                           "status, health or rotate",
                            NULL);
         (void)c1;
         return AGENT_ANSWERED;
@@ -500,6 +506,14 @@ dispatch_obj(struct agent *ag, const struct agent_peer *peer, json_t *root,
     }
     if (req->op != AGENT_OP_INVALIDATE && token != NULL) {
         bad(ag, req, "'access_token' is only for op invalidate");
+        return AGENT_ANSWERED;
+    }
+    if (req->op != AGENT_OP_ROTATE && action != NULL) {
+        bad(ag, req, "'action' is only for op rotate");
+        return AGENT_ANSWERED;
+    }
+    if (req->op == AGENT_OP_ROTATE && subject != NULL) {
+        bad(ag, req, "'subject' is not used by op rotate");
         return AGENT_ANSWERED;
     }
     if (req->op == AGENT_OP_STATUS && subject != NULL) {
@@ -549,6 +563,22 @@ dispatch_obj(struct agent *ag, const struct agent_peer *peer, json_t *root,
         agent_answer_error(ag, req, AGENT_E_INTERNAL,
                            "the agent ran out of memory", NULL);
         return AGENT_ANSWERED;
+    }
+    if (req->op == AGENT_OP_ROTATE) {
+        /* Key management: root and the agent's own user only. */
+        if (!peer_sees_all(ag, peer)) {
+            agent_msgf(why, sizeof(why),
+                       "uid %u may not ask for op rotate: only root and the "
+                       "agent's user (uid %u) may",
+                       (unsigned)peer->uid, (unsigned)ag->self_uid);
+            agent_audit(ag, peer, "rotate", pr->p->name, NULL, "forbidden",
+                        NULL);
+            ag->total.refused++;
+            pr->n.refused++;
+            agent_answer_error(ag, req, AGENT_E_FORBIDDEN, why, NULL);
+            return AGENT_ANSWERED;
+        }
+        return agent_rotate_request(ag, pr, action, req);
     }
     if (!agent_peer_allowed(ag, pr->p, peer, why, sizeof(why))) {
         char extra[PJ_ERR_MSG_MAX + 16];

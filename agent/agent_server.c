@@ -24,6 +24,7 @@
 #include <curl/curl.h>
 
 #include "agent/agent.h"
+#include "agent/agent_monitor_glue.h"
 #include "agent/agent_server.h"
 #include "core/pj_log.h"
 #include "core/pj_util.h"
@@ -59,6 +60,8 @@ struct server {
     pthread_cond_t cond;
     struct agent_job *q_head, *q_tail, *d_head, *d_tail;
     struct agent_job *http; /* transfers in the multi handle (via next) */
+    /* certificate checks (agent_monitor_glue.h): queued, done */
+    struct agent_mon_task *mq_head, *mq_tail, *md_head, *md_tail;
     bool quit;
     struct agent_conn *conns;
     unsigned nconns, max_conns;
@@ -76,16 +79,40 @@ worker_main(void *arg)
 {
     struct server *s = arg;
     struct agent_job *job;
+    struct agent_mon_task *t;
     uint64_t one = 1;
 
     for (;;) {
         pthread_mutex_lock(&s->lock);
-        while (!s->quit && s->q_head == NULL) {
+        while (!s->quit && s->q_head == NULL && s->mq_head == NULL) {
             pthread_cond_wait(&s->cond, &s->lock);
         }
         if (s->quit) {
             pthread_mutex_unlock(&s->lock);
             return NULL;
+        }
+        if (s->q_head == NULL) {
+            /* A certificate check; signing jobs go first. */
+            t = s->mq_head;
+            s->mq_head = t->next;
+            if (s->mq_head == NULL) {
+                s->mq_tail = NULL;
+            }
+            pthread_mutex_unlock(&s->lock);
+            t->next = NULL;
+            agent_mon_task_run(t);
+            pthread_mutex_lock(&s->lock);
+            if (s->md_tail != NULL) {
+                s->md_tail->next = t;
+            } else {
+                s->md_head = t;
+            }
+            s->md_tail = t;
+            pthread_mutex_unlock(&s->lock);
+            if (write(s->evfd, &one, sizeof(one)) < 0) {
+                /* eventfd only fails on overflow; the loop drains anyway */
+            }
+            continue;
         }
         job = s->q_head;
         s->q_head = job->next;
@@ -131,10 +158,33 @@ be_submit(struct agent *ag, struct agent_job *job)
     return true;
 }
 
+static bool
+be_mon_submit(void *arg, struct agent_mon_task *t)
+{
+    struct server *s = arg;
+
+    t->next = NULL;
+    pthread_mutex_lock(&s->lock);
+    if (s->quit) {
+        pthread_mutex_unlock(&s->lock);
+        return false;
+    }
+    if (s->mq_tail != NULL) {
+        s->mq_tail->next = t;
+    } else {
+        s->mq_head = t;
+    }
+    s->mq_tail = t;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+    return true;
+}
+
 static void
 drain_done(struct server *s)
 {
     struct agent_job *job, *next;
+    struct agent_mon_task *t, *tn;
     uint64_t v;
 
     if (read(s->evfd, &v, sizeof(v)) < 0) {
@@ -143,11 +193,18 @@ drain_done(struct server *s)
     pthread_mutex_lock(&s->lock);
     job = s->d_head;
     s->d_head = s->d_tail = NULL;
+    t = s->md_head;
+    s->md_head = s->md_tail = NULL;
     pthread_mutex_unlock(&s->lock);
     for (; job != NULL; job = next) {
         next = job->next;
         job->next = NULL;
         agent_job_done(s->ag, job);
+    }
+    for (; t != NULL; t = tn) {
+        tn = t->next;
+        t->next = NULL;
+        agent_mon_task_done(s->ag, t, true);
     }
 }
 
@@ -548,6 +605,7 @@ do_reload(struct server *s)
         pj_log_err("reload refused, keeping the running config: %s", err.msg);
     } else {
         agent_reload(s->ag, cfg);
+        agent_mon_reloaded(s->ag); /* re-check every certificate */
     }
     agent_notify("READY=1");
 }
@@ -622,6 +680,10 @@ loop(struct server *s)
         if (t >= 0 && t < timeout) {
             timeout = t;
         }
+        t = agent_mon_tick(s->ag, now);
+        if (t >= 0 && t < timeout) {
+            timeout = t;
+        }
         if (!s->ready_sent && s->ag->opening == 0) {
             s->ready_sent = true;
             agent_notify("READY=1\nSTATUS=serving");
@@ -661,6 +723,15 @@ loop(struct server *s)
                 c->dead = true;
             }
         }
+        {
+            /* Running alert-command hooks: readable pidfds when they end. */
+            int hfds[AGENT_MON_HOOKS_MAX];
+            size_t nh = agent_mon_fds(s->ag, hfds, AGENT_MON_HOOKS_MAX), h;
+
+            for (h = 0; h < nh; h++) {
+                add_wfd(s, &n, hfds[h], POLLIN);
+            }
+        }
         curl_multi_poll(s->multi, s->wfds, (unsigned)n, (int)timeout, &numfds);
         curl_multi_perform(s->multi, &running);
         http_collect(s);
@@ -671,6 +742,7 @@ loop(struct server *s)
         if (s->wfds[0].revents & POLLIN) {
             drain_done(s);
         }
+        agent_mon_reap(s->ag, now); /* non-blocking */
         /* Connection events, in the order the array was built. */
         i = first_conn;
         for (c = s->conns; c != NULL && i < n; c = c->next, i++) {
@@ -721,11 +793,20 @@ abort_jobs(struct server *s)
 {
     struct agent_job *job, *next;
 
+    struct agent_mon_task *t, *tn;
+
     /* Jobs never picked up by a worker. */
     pthread_mutex_lock(&s->lock);
     job = s->q_head;
     s->q_head = s->q_tail = NULL;
+    t = s->mq_head;
+    s->mq_head = s->mq_tail = NULL;
     pthread_mutex_unlock(&s->lock);
+    for (; t != NULL; t = tn) {
+        tn = t->next;
+        t->next = NULL;
+        agent_mon_task_done(s->ag, t, false);
+    }
     for (; job != NULL; job = next) {
         next = job->next;
         job->next = NULL;
@@ -842,10 +923,14 @@ agent_serve(const struct agent_serve_opts *opts, struct pj_config *cfg,
             goto out;
         }
     }
+    if ((rc = agent_mon_new(s.ag, be_mon_submit, &s, err)) != PJ_OK) {
+        goto out;
+    }
     pj_log_notice("p11jwt-agent starting: %zu profiles, %u workers, module "
                   "%s, up to %u connections",
                   s.ag->cfg->cfg->n_profiles, s.nthreads, modpath, s.max_conns);
     agent_open_keys(s.ag);
+    agent_mon_request(s.ag); /* once the keys are open */
     loop(&s);
 out:
     begin_stop(&s, "exit");
@@ -861,6 +946,7 @@ out:
         while (s.conns != NULL) {
             conn_close(&s, s.conns);
         }
+        agent_mon_free(s.ag);
         agent_free(s.ag);
     }
     free(s.threads);

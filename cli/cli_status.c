@@ -22,8 +22,9 @@
 enum { OPT_JSON = CLI_OPT_FIRST_LOCAL };
 
 /*
- * Table columns. CERT EXPIRES is filled when the agent reports certificate
- * state (the monitoring issue); until then it shows "-".
+ * Table columns. CERT EXPIRES comes from the agent's certificate monitor
+ * (profiles[].cert): time left and state; "-" before the first check or
+ * from an agent without it.
  */
 enum {
     COL_PROFILE,
@@ -174,12 +175,17 @@ fill_cert(struct row *r, const json_t *prof, int64_t now)
     char buf[CELL_MAX], dur[32];
     const char *state;
 
-    /* Filled by the monitoring issue; tolerate its absence. */
-    if (!json_is_object(cert) || !get_int(cert, "not_after", &not_after)) {
+    /* Absent from older agents, null before the first check. */
+    if (!json_is_object(cert)) {
+        return;
+    }
+    state = get_str(cert, "state");
+    if (!get_int(cert, "not_after", &not_after)) {
+        /* "unknown": the certificate could not be read (see `error`). */
+        cell_set(r->cell[COL_CERT], state);
         return;
     }
     fmt_dur(dur, sizeof(dur), not_after - now);
-    state = get_str(cert, "state");
     snprintf(buf, sizeof(buf), "%s%s%s%s", not_after <= now ? "EXPIRED " : "",
              not_after <= now ? "" : dur, state != NULL ? " " : "",
              state != NULL ? state : "");
