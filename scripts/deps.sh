@@ -14,7 +14,7 @@ PACKAGES=(
     # test: fake Salesforce (signatures checked by code that is not ours),
     # metadata schema checks, PKCS#11 cross-checks
     python3 python3-jwt python3-cryptography libxml2-utils opensc jq socat curl
-    util-linux
+    util-linux systemd
     # TPM tokens: a software TPM and tpm2-pkcs11 (tests/integration/tpm-lib.sh)
     swtpm swtpm-tools tpm2-tools libtpm2-pkcs11-1 libtpm2-pkcs11-tools
     python3-tpm2-pkcs11-tools

@@ -66,4 +66,24 @@ grep -qF "$TOKEN" "$AGENT_LOG" && fail "the token appears in the agent log" ||
 
 agent_stop
 expect_fail "agent stopped: clear message" 1 "agent not running at $SOCK" tok
+
+# systemd socket activation: the listening socket is passed in (LISTEN_FDS),
+# as p11jwt-agent.socket does; the agent serves on it without binding.
+need systemd-socket-activate
+rm -f "$SOCK"
+systemd-socket-activate -E SOFTHSM2_CONF -E PJ_NO_MLOCK -l "$SOCK" \
+    "$P11JWT_AGENT" -c "$T/agent.conf" --foreground >"$T/activated.log" 2>&1 &
+SA_PID=$!
+on_exit 'kill $SA_PID 2>/dev/null; wait $SA_PID 2>/dev/null'
+# The first connection starts the agent; wait until its keys are open.
+for _ in $(seq 1 100); do
+    load --timeout 2 call '{"op":"health"}' 2>/dev/null | jq -e '.status == "ok"' >/dev/null 2>&1 && break
+    sleep 0.2
+done
+expect_ok "token from a socket-activated agent" tok --format raw
+[ -s "$T/out" ] && pass "socket activation: a token answered" ||
+    fail "socket activation: no token"
+grep -q "ready" "$T/activated.log" && pass "socket activation: the agent reported ready" ||
+    fail "socket activation: no ready line"
+kill -TERM "$SA_PID" 2>/dev/null; wait "$SA_PID" 2>/dev/null || true
 finish
