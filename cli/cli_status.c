@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -307,6 +308,65 @@ print_keys(const json_t *profiles)
     }
 }
 
+/* One certificate line: subject, not-after, days left, state. */
+static void
+print_cert_line(int nw, const char *name, const char *which, const json_t *cert)
+{
+    char subj[CELL_MAX * 3], when[32] = "-", state[CELL_MAX];
+    int64_t not_after, days;
+    time_t t;
+    struct tm tm;
+
+    cell_set(state, get_str(cert, "state"));
+    cell_set(subj, get_str(cert, "subject"));
+    if (!get_int(cert, "not_after", &not_after)) {
+        cell_set(subj, get_str(cert, "error"));
+        printf("  %-*s  %-6s  %s  %s\n", nw, name, which, state, subj);
+        return;
+    }
+    t = (time_t)not_after;
+    if (gmtime_r(&t, &tm) != NULL) {
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    if (!get_int(cert, "days_left", &days)) {
+        days = 0;
+    }
+    printf("  %-*s  %-6s  %-13s  not after %s (%" PRId64 " days)  %s\n", nw,
+           name, which, state, when, days, subj);
+}
+
+/* The certificate monitor's view: the active and, in rotation, next cert. */
+static void
+print_certs(const json_t *profiles)
+{
+    const json_t *prof, *cert;
+    char name[CELL_MAX];
+    size_t i, w = 0;
+
+    json_array_foreach(profiles, i, prof)
+    {
+        cell_set(name, get_str(prof, "name"));
+        if (strlen(name) > w) {
+            w = strlen(name);
+        }
+    }
+    printf("\nCERTIFICATES\n");
+    json_array_foreach(profiles, i, prof)
+    {
+        cell_set(name, get_str(prof, "name"));
+        cert = json_object_get(prof, "cert");
+        if (!json_is_object(cert)) {
+            printf("  %-*s  active  not checked yet\n", (int)w, name);
+        } else {
+            print_cert_line((int)w, name, "active", cert);
+        }
+        cert = json_object_get(prof, "next_cert");
+        if (json_is_object(cert)) {
+            print_cert_line((int)w, name, "next", cert);
+        }
+    }
+}
+
 static int
 print_status(const json_t *ans, const char *path)
 {
@@ -367,6 +427,7 @@ print_status(const json_t *ans, const char *path)
     }
     print_table(&t);
     print_keys(profiles);
+    print_certs(profiles);
     rc = CLI_OK;
     goto out;
 nomem:

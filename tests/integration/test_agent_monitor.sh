@@ -349,6 +349,10 @@ P11JWT_SOCKET=$SOCK "$P11JWT" -c "$T/agent.conf" status >"$T/table" 2>&1 &&
     grep -q 'CERT EXPIRES' "$T/table" && grep -qE 'prod .*[0-9]+d.* ok' "$T/table" &&
     pass "p11jwt status shows the certificate column" ||
     { fail "p11jwt status table"; sed 's/^/  | /' "$T/table" >&2; }
+grep -qE '^  prod +next +warning +not after [0-9-]+T[0-9:]+Z \(20 days\) +CN=sf-jwt-next, O=Monitor Test' "$T/table" &&
+    grep -qE '^  prod +active +[a-z_]+ +not after [0-9-]+T[0-9:]+Z \([0-9-]+ days\) +CN=' "$T/table" &&
+    pass "p11jwt status lists both certificates: subject, not-after, days left, state" ||
+    { fail "p11jwt status CERTIFICATES section"; sed 's/^/  | /' "$T/table" >&2; }
 
 # ---- a hook that hangs is killed at its timeout; the agent keeps answering ----
 touch "$T/hang"
