@@ -252,29 +252,30 @@ free_list(char **items, size_t n)
     free(items);
 }
 
-static bool
-lookup_uid(const char *name, uid_t *uidp)
-{
-    struct passwd pw, *res = NULL;
-    char buf[4096];
+/* uid_t and gid_t are both unsigned int here: one id list type serves. */
+_Static_assert(sizeof(uid_t) == sizeof(unsigned) &&
+                   sizeof(gid_t) == sizeof(unsigned),
+               "uid_t/gid_t are not unsigned int");
 
-    if (getpwnam_r(name, &pw, buf, sizeof(buf), &res) != 0 || res == NULL) {
-        return false;
-    }
-    *uidp = res->pw_uid;
-    return true;
-}
-
+/* A user (uids) or group name to its number. */
 static bool
-lookup_gid(const char *name, gid_t *gidp)
+lookup_id(const char *name, bool uids, unsigned *idp)
 {
-    struct group gr, *res = NULL;
     char buf[8192];
 
-    if (getgrnam_r(name, &gr, buf, sizeof(buf), &res) != 0 || res == NULL) {
-        return false;
+    if (uids) {
+        struct passwd pw, *res = NULL;
+        if (getpwnam_r(name, &pw, buf, sizeof(buf), &res) != 0 || res == NULL) {
+            return false;
+        }
+        *idp = res->pw_uid;
+    } else {
+        struct group gr, *res = NULL;
+        if (getgrnam_r(name, &gr, buf, sizeof(buf), &res) != 0 || res == NULL) {
+            return false;
+        }
+        *idp = res->gr_gid;
     }
-    *gidp = res->gr_gid;
     return true;
 }
 
@@ -759,8 +760,11 @@ set_value(struct cfg_ctx *c, const struct cfg_key *k, void *base,
         c->prof->n_allow_exe = n;
         return;
     }
-    if (k->type == T_UIDS) {
-        uid_t *ids = calloc(n, sizeof(*ids));
+    /* allow-uid / allow-gid: numbers, or names resolved now (plain data). */
+    {
+        bool uids = k->type == T_UIDS;
+        unsigned *ids = calloc(n, sizeof(*ids));
+
         if (ids == NULL) {
             free_list(items, n);
             cfg_fail(c, PJ_ERR_NOMEM, "out of memory");
@@ -769,42 +773,25 @@ set_value(struct cfg_ctx *c, const struct cfg_key *k, void *base,
         for (i = 0; i < n; i++) {
             long v;
             if (pj_parse_long(items[i], 0, 0x7fffffffL, &v) == PJ_OK) {
-                ids[i] = (uid_t)v;
-            } else if (!lookup_uid(items[i], &ids[i])) {
+                ids[i] = (unsigned)v;
+            } else if (!lookup_id(items[i], uids, &ids[i])) {
                 cfg_fail(c, PJ_ERR_CONFIG,
-                         "allow-uid in %s: no user '%s' on this system "
-                         "(give a user name that exists or a number)",
-                         label, items[i]);
+                         "%s in %s: no %s '%s' on this system "
+                         "(give a %s name that exists or a number)",
+                         k->name, label, uids ? "user" : "group", items[i],
+                         uids ? "user" : "group");
                 free(ids);
                 free_list(items, n);
                 return;
             }
         }
-        c->prof->allow_uid = ids;
-        c->prof->n_allow_uid = n;
-    } else {
-        gid_t *ids = calloc(n, sizeof(*ids));
-        if (ids == NULL) {
-            free_list(items, n);
-            cfg_fail(c, PJ_ERR_NOMEM, "out of memory");
-            return;
+        if (uids) {
+            c->prof->allow_uid = ids;
+            c->prof->n_allow_uid = n;
+        } else {
+            c->prof->allow_gid = ids;
+            c->prof->n_allow_gid = n;
         }
-        for (i = 0; i < n; i++) {
-            long v;
-            if (pj_parse_long(items[i], 0, 0x7fffffffL, &v) == PJ_OK) {
-                ids[i] = (gid_t)v;
-            } else if (!lookup_gid(items[i], &ids[i])) {
-                cfg_fail(c, PJ_ERR_CONFIG,
-                         "allow-gid in %s: no group '%s' on this system "
-                         "(give a group name that exists or a number)",
-                         label, items[i]);
-                free(ids);
-                free_list(items, n);
-                return;
-            }
-        }
-        c->prof->allow_gid = ids;
-        c->prof->n_allow_gid = n;
     }
     free_list(items, n);
 }
