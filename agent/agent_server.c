@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The event loop: one thread polls the listening socket, the clients, an
- * eventfd for worker completions and a signalfd, through curl_multi_poll so
- * HTTP exchanges progress in the same loop. Signing and key opening run on
- * worker threads; the loop never blocks on the token or the network.
+ * The event loop: one thread waits (epoll) on the listening socket, the
+ * clients, an eventfd for worker completions and a signalfd; while token
+ * exchanges run it waits in curl_multi_poll instead, so HTTP progresses in
+ * the same loop. Signing and key opening run on worker threads; the loop
+ * never blocks on the token or the network.
  */
 #define _GNU_SOURCE 1 /* accept4, struct ucred */
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -22,6 +24,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 
 #include "agent/agent.h"
 #include "agent/agent_monitor_glue.h"
@@ -37,6 +40,7 @@ struct agent_conn {
     struct agent_peer peer;
     char *in;
     size_t in_len, in_cap;
+    size_t peeked; /* bytes in `in` still queued in the socket (conn_read) */
     struct agent_req *head, *tail;
     unsigned n_reqs;
     int64_t last_io;       /* ms */
@@ -45,6 +49,7 @@ struct agent_conn {
     bool dead;
     bool no_read; /* a close_after answer is queued */
     bool want;    /* service after this iteration */
+    uint32_t ev;  /* events registered with epoll; 0 = not registered */
 };
 
 struct server {
@@ -65,6 +70,7 @@ struct server {
     bool quit;
     struct agent_conn *conns;
     unsigned nconns, max_conns;
+    int epfd; /* every fd of ours but the alert-hook pidfds */
     struct curl_waitfd *wfds;
     size_t wcap;
     bool ready_sent;
@@ -433,16 +439,77 @@ conn_process(struct server *s, struct agent_conn *c, int64_t now)
     return any;
 }
 
+/*
+ * Requests are read with MSG_PEEK and taken off the socket only after their
+ * answers are sent. Taking bytes off a Unix socket wakes a peer that sleeps
+ * on it (the kernel's write-space wakeup), and a client that has just sent a
+ * request sleeps there waiting for its answer: consumed first, every request
+ * cost that client a spurious wakeup, and the agent the cross-CPU wake.
+ * Consumed after the answer, the client is already awake.
+ */
 static void
-conn_service(struct server *s, struct agent_conn *c, int64_t now)
+conn_consume(struct agent_conn *c)
 {
-    int rounds = 0;
+    char scratch[CONN_BUF_MAX];
 
-    c->want = false;
-    do {
-        conn_flush(c, now);
-    } while (conn_process(s, c, now) && ++rounds < 1000);
-    conn_flush(c, now);
+    while (c->peeked > 0 && !c->dead) {
+        ssize_t n =
+            recv(c->fd, scratch,
+                 c->peeked < sizeof(scratch) ? c->peeked : sizeof(scratch),
+                 MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            c->dead = true; /* the peeked bytes must be there */
+            break;
+        }
+        c->peeked -= (size_t)n;
+        OPENSSL_cleanse(scratch, (size_t)n);
+    }
+}
+
+/* Does the connection hold a complete line it has room to dispatch? */
+static bool
+conn_has_line(const struct agent_conn *c)
+{
+    return !c->dead && !c->no_read && c->n_reqs < AGENT_PIPELINE_MAX &&
+           c->in_len > 0 && memchr(c->in, '\n', c->in_len) != NULL;
+}
+
+/*
+ * Dispatch what the wanting connections sent, write the log lines that made
+ * (audit lines included), then send the answers: an answer never leaves
+ * before its audit line. Repeats while sending freed pipeline room for lines
+ * already read.
+ */
+static void
+service(struct server *s, int64_t now)
+{
+    struct agent_conn *c;
+    int rounds;
+
+    for (rounds = 0; rounds < 1000; rounds++) {
+        bool again = false;
+
+        for (c = s->conns; c != NULL; c = c->next) {
+            if (c->want && !c->dead) {
+                conn_process(s, c, now);
+            }
+        }
+        pj_log_flush();
+        for (c = s->conns; c != NULL; c = c->next) {
+            if (c->want && !c->dead) {
+                conn_flush(c, now);
+                conn_consume(c);
+                c->want = conn_has_line(c);
+                again = again || c->want;
+            }
+        }
+        if (!again) {
+            break;
+        }
+    }
 }
 
 static void
@@ -474,7 +541,8 @@ conn_read(struct agent_conn *c, int64_t now)
     if (c->in_len >= c->in_cap) {
         return;
     }
-    n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+    conn_consume(c);
+    n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, MSG_PEEK);
     if (n == 0) {
         /* EOF: answer what is outstanding, then close. */
         c->no_read = true;
@@ -490,6 +558,7 @@ conn_read(struct agent_conn *c, int64_t now)
         return;
     }
     c->in_len += (size_t)n;
+    c->peeked = (size_t)n;
     c->last_io = now;
     c->want = true;
 }
@@ -646,11 +715,56 @@ do_signals(struct server *s)
 /* ---- loop -------------------------------------------------------------------
  */
 
+/*
+ * Readiness comes from epoll, whose registrations persist: an iteration
+ * costs one wait however many clients are connected, where poll(2) would
+ * register and unregister every fd every time. libcurl's own sockets are
+ * polled by curl_multi_poll, with the epoll fd as one extra fd, only while
+ * a token exchange is running.
+ */
+static char TAG_EVENT, TAG_SIGNAL, TAG_LISTEN; /* epoll tags of fixed fds */
+
+static bool
+ep_add(struct server *s, int fd, void *tag)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tag};
+
+    return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) == 0;
+}
+
+/* Register what the connection waits for, when that changed. */
+static void
+conn_watch(struct server *s, struct agent_conn *c)
+{
+    struct epoll_event ev = {.events = 0, .data.ptr = c};
+    int op;
+
+    if (!c->no_read && !s->ag->stopping && c->n_reqs < AGENT_PIPELINE_MAX &&
+        c->in_len < CONN_BUF_MAX) {
+        ev.events |= EPOLLIN;
+    }
+    if (c->head != NULL && c->head->done && c->write_since != 0) {
+        ev.events |= EPOLLOUT; /* an answer met a full socket buffer */
+    }
+    if (ev.events == c->ev) {
+        return;
+    }
+    /* Nothing to wait for: unregister, or EPOLLHUP would fire forever. */
+    op = ev.events == 0 ? EPOLL_CTL_DEL
+                        : (c->ev == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD);
+    if (epoll_ctl(s->epfd, op, c->fd, &ev) != 0) {
+        pj_log_warn("epoll_ctl: %s", strerror(errno));
+        c->dead = true;
+        return;
+    }
+    c->ev = ev.events;
+}
+
 static bool
 add_wfd(struct server *s, size_t *n, int fd, short events)
 {
     if (*n == s->wcap) {
-        size_t ncap = s->wcap ? s->wcap * 2 : 64;
+        size_t ncap = s->wcap ? s->wcap * 2 : 8;
         struct curl_waitfd *nw = realloc(s->wfds, ncap * sizeof(*nw));
         if (nw == NULL) {
             return false;
@@ -665,16 +779,43 @@ add_wfd(struct server *s, size_t *n, int fd, short events)
     return true;
 }
 
+/* Sleep until something is ready or timeout_ms passes; returns how many
+ * epoll events were collected into evs. */
+static int
+wait_events(struct server *s, struct epoll_event *evs, int max,
+            int64_t timeout_ms)
+{
+    int hfds[AGENT_MON_HOOKS_MAX], running = 0, numfds = 0, n;
+    size_t nh = agent_mon_fds(s->ag, hfds, AGENT_MON_HOOKS_MAX), h, nw = 0;
+
+    if (s->http == NULL && nh == 0) {
+        n = epoll_wait(s->epfd, evs, max, (int)timeout_ms);
+        return n < 0 ? 0 : n;
+    }
+    /* Exchanges or alert hooks running: curl's sockets and the hooks'
+     * pidfds are polled alongside the epoll fd. */
+    add_wfd(s, &nw, s->epfd, POLLIN);
+    for (h = 0; h < nh; h++) {
+        add_wfd(s, &nw, hfds[h], POLLIN);
+    }
+    curl_multi_poll(s->multi, s->wfds, (unsigned)nw, (int)timeout_ms, &numfds);
+    curl_multi_perform(s->multi, &running);
+    http_collect(s);
+    n = epoll_wait(s->epfd, evs, max, 0);
+    return n < 0 ? 0 : n;
+}
+
 static void
 loop(struct server *s)
 {
+    enum { EVENTS_MAX = 256 };
+    struct epoll_event evs[EVENTS_MAX];
     int64_t next_sweep = 0;
 
     for (;;) {
         int64_t now = pj_time_mono_ms(), t, timeout = 1000;
-        size_t n = 0, i, first_conn;
         struct agent_conn *c, *cn;
-        int running = 0, numfds = 0;
+        int i, n;
 
         t = agent_timers_run(s->ag);
         if (t >= 0 && t < timeout) {
@@ -704,70 +845,46 @@ loop(struct server *s)
                 timeout = 100;
             }
         }
-        add_wfd(s, &n, s->evfd, POLLIN);
-        add_wfd(s, &n, s->sigfd, POLLIN);
-        if (s->listen_fd >= 0) {
-            add_wfd(s, &n, s->listen_fd, POLLIN);
-        }
-        first_conn = n;
         for (c = s->conns; c != NULL; c = c->next) {
-            short ev = 0;
-            if (!c->no_read && !s->ag->stopping &&
-                c->n_reqs < AGENT_PIPELINE_MAX && c->in_len < CONN_BUF_MAX) {
-                ev |= POLLIN;
-            }
-            if (c->head != NULL && c->head->done) {
-                ev |= POLLOUT;
-            }
-            if (!add_wfd(s, &n, c->fd, ev)) {
-                c->dead = true;
-            }
+            conn_watch(s, c);
         }
-        {
-            /* Running alert-command hooks: readable pidfds when they end. */
-            int hfds[AGENT_MON_HOOKS_MAX];
-            size_t nh = agent_mon_fds(s->ag, hfds, AGENT_MON_HOOKS_MAX), h;
-
-            for (h = 0; h < nh; h++) {
-                add_wfd(s, &n, hfds[h], POLLIN);
-            }
-        }
-        curl_multi_poll(s->multi, s->wfds, (unsigned)n, (int)timeout, &numfds);
-        curl_multi_perform(s->multi, &running);
-        http_collect(s);
+        pj_log_flush(); /* nothing waits in memory while the loop sleeps */
+        n = wait_events(s, evs, EVENTS_MAX, timeout);
         now = pj_time_mono_ms();
-        if (s->wfds[1].revents & POLLIN) {
-            do_signals(s);
-        }
-        if (s->wfds[0].revents & POLLIN) {
-            drain_done(s);
+        for (i = 0; i < n; i++) {
+            void *tag = evs[i].data.ptr;
+            uint32_t e = evs[i].events;
+
+            if (tag == &TAG_SIGNAL) {
+                do_signals(s);
+            } else if (tag == &TAG_EVENT) {
+                drain_done(s);
+            } else if (tag == &TAG_LISTEN) {
+                if (s->listen_fd >= 0) {
+                    do_accept(s, now);
+                }
+            } else {
+                c = tag;
+                if (e & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                    size_t before = c->in_len;
+                    bool was_open = !c->no_read;
+
+                    conn_read(c, now);
+                    if ((e & (EPOLLHUP | EPOLLERR)) && c->in_len == before &&
+                        was_open == !c->no_read) {
+                        /* Gone, and nothing more can be read: answer what
+                         * is outstanding (if it still can) and close. */
+                        c->no_read = true;
+                    }
+                }
+                if (e & EPOLLOUT) {
+                    c->want = true;
+                }
+            }
         }
         agent_mon_reap(s->ag, now); /* non-blocking */
-        /* Connection events, in the order the array was built. */
-        i = first_conn;
-        for (c = s->conns; c != NULL && i < n; c = c->next, i++) {
-            if (s->wfds[i].fd != c->fd) {
-                break; /* list changed (accept happens below) */
-            }
-            if (s->wfds[i].revents & (POLLERR | POLLNVAL)) {
-                c->dead = true;
-                continue;
-            }
-            if (s->wfds[i].revents & (POLLIN | POLLHUP)) {
-                conn_read(c, now);
-            }
-            if (s->wfds[i].revents & POLLOUT) {
-                c->want = true;
-            }
-        }
-        if (s->listen_fd >= 0 && first_conn == 3 &&
-            (s->wfds[2].revents & POLLIN)) {
-            do_accept(s, now);
-        }
+        service(s, now);
         for (c = s->conns; c != NULL; c = c->next) {
-            if (c->want && !c->dead) {
-                conn_service(s, c, now);
-            }
             if (c->no_read && c->n_reqs == 0) {
                 c->dead = true;
             }
@@ -858,7 +975,7 @@ agent_serve(const struct agent_serve_opts *opts, struct pj_config *cfg,
     unsigned i;
 
     memset(&s, 0, sizeof(s));
-    s.listen_fd = s.evfd = s.sigfd = -1;
+    s.listen_fd = s.evfd = s.sigfd = s.epfd = -1;
     s.config_path = opts->config_path;
     pthread_mutex_init(&s.lock, NULL);
     pthread_cond_init(&s.cond, NULL);
@@ -878,6 +995,12 @@ agent_serve(const struct agent_serve_opts *opts, struct pj_config *cfg,
     }
     if ((rc = agent_socket_open(&cfg->agent, &s.listen_fd, &s.listen_owned,
                                 err)) != PJ_OK) {
+        goto out_cfg;
+    }
+    if ((s.epfd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+        !ep_add(&s, s.evfd, &TAG_EVENT) || !ep_add(&s, s.sigfd, &TAG_SIGNAL) ||
+        !ep_add(&s, s.listen_fd, &TAG_LISTEN)) {
+        rc = pj_err_sys(err, "cannot set up epoll");
         goto out_cfg;
     }
     if (s.listen_owned &&
@@ -931,8 +1054,10 @@ agent_serve(const struct agent_serve_opts *opts, struct pj_config *cfg,
                   s.ag->cfg->cfg->n_profiles, s.nthreads, modpath, s.max_conns);
     agent_open_keys(s.ag);
     agent_mon_request(s.ag); /* once the keys are open */
+    pj_log_hold(true);
     loop(&s);
 out:
+    pj_log_hold(false);
     begin_stop(&s, "exit");
     pthread_mutex_lock(&s.lock);
     s.quit = true;
@@ -969,6 +1094,9 @@ out_cfg:
     }
     if (s.sigfd >= 0) {
         close(s.sigfd);
+    }
+    if (s.epfd >= 0) {
+        close(s.epfd);
     }
     pthread_mutex_destroy(&s.lock);
     pthread_cond_destroy(&s.cond);

@@ -28,6 +28,17 @@ void pj_log_set_level(enum pj_log_level level);
 bool pj_log_enabled(enum pj_log_level level);
 void pj_log(enum pj_log_level level, const char *fmt, ...) PJ_PRINTF(2, 3);
 
+/*
+ * Batching for a busy event loop: after pj_log_hold(true), stderr lines
+ * collect in memory (from any thread) and reach stderr at pj_log_flush(),
+ * or at once when the buffer fills. One write per loop iteration instead of
+ * one per audit line. The agent flushes before it sends any answer, so an
+ * audited answer never leaves before its audit line is written.
+ * pj_log_hold(false) flushes. Syslog output is never held.
+ */
+void pj_log_hold(bool on);
+void pj_log_flush(void);
+
 #define pj_log_err(...) pj_log(PJ_LOG_ERR, __VA_ARGS__)
 #define pj_log_warn(...) pj_log(PJ_LOG_WARN, __VA_ARGS__)
 #define pj_log_notice(...) pj_log(PJ_LOG_NOTICE, __VA_ARGS__)

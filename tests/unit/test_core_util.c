@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/pj_err.h"
+#include "core/pj_log.h"
 #include "core/pj_secret.h"
 #include "core/pj_util.h"
 
@@ -242,6 +243,65 @@ test_fingerprint12_is_sha256_prefix(void **state)
     assert_string_equal(fp, "ba7816bf8f01");
 }
 
+/* Size of what reached fd 2 so far. */
+static off_t
+stderr_size(void)
+{
+    struct stat st;
+
+    assert_int_equal(fstat(STDERR_FILENO, &st), 0);
+    return st.st_size;
+}
+
+static void
+test_log_hold_writes_at_flush_only(void **state)
+{
+    char path[] = "/tmp/pj-log-test-XXXXXX", buf[256];
+    int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+    const off_t first = (off_t)strlen("t: notice: first 1\n");
+    const off_t info = (off_t)strlen("t: info: \n") + 900;
+    off_t size;
+    int i;
+    FILE *f;
+
+    (void)state;
+    assert_true(fd >= 0 && saved >= 0);
+    fflush(stderr);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    pj_log_init("t", false, PJ_LOG_INFO);
+
+    pj_log_hold(true);
+    pj_log_notice("first %d", 1);
+    pj_log_debug("below the level: never held");
+    assert_int_equal(stderr_size(), 0);
+    pj_log_flush();
+    assert_int_equal(stderr_size(), first);
+
+    /* More than the 64 KiB buffer: written as it fills, nothing lost. */
+    for (i = 0; i < 200; i++) {
+        pj_log_info("%0900d", i);
+    }
+    size = stderr_size();
+    assert_true(size > first);
+    assert_true(size < first + 200 * info);
+    pj_log_hold(false); /* flushes */
+    assert_int_equal(stderr_size(), first + 200 * info);
+    pj_log_notice("unheld");
+    fflush(stderr);
+    assert_int_equal(stderr_size(),
+                     first + 200 * info + (off_t)strlen("t: notice: unheld\n"));
+
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    f = fdopen(fd, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(buf, sizeof(buf), f));
+    assert_string_equal(buf, "t: notice: first 1\n");
+    fclose(f);
+    unlink(path);
+}
+
 int
 main(void)
 {
@@ -256,6 +316,7 @@ main(void)
         cmocka_unit_test(test_secret_dup_and_equal),
         cmocka_unit_test(test_parse_long_bounds),
         cmocka_unit_test(test_fingerprint12_is_sha256_prefix),
+        cmocka_unit_test(test_log_hold_writes_at_flush_only),
     };
     return cmocka_run_group_tests_name("core_util", tests, NULL, NULL);
 }
