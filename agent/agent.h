@@ -38,6 +38,7 @@
 #define AGENT_IDLE_MS 30000        /* idle connection */
 #define AGENT_PARTIAL_MS 10000     /* unfinished request line */
 #define AGENT_WRITE_STALL_MS 30000 /* client not reading */
+#define AGENT_SECRET_HEAP 131072   /* locked arena for secrets, bytes */
 #define AGENT_DRAIN_MS 10000       /* shutdown: finish in-flight work */
 #define AGENT_WORKERS_DEFAULT 4
 #define AGENT_WORKERS_MAX 64

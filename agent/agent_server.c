@@ -434,6 +434,14 @@ conn_process(struct server *s, struct agent_conn *c, int64_t now)
         memmove(c->in, c->in + off, c->in_len - off);
         c->in_len -= off;
     }
+    if (c->in_len == 0 && c->in_cap > 1024) {
+        /* A long line is done: give its buffer back (conn_read makes a
+         * small one), so idle connections hold 1 KiB, not 8. */
+        OPENSSL_cleanse(c->in, c->in_cap);
+        free(c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
     c->partial_since =
         c->in_len > 0 ? (c->partial_since ? c->partial_since : now) : 0;
     return any;
@@ -517,26 +525,24 @@ conn_read(struct agent_conn *c, int64_t now)
 {
     ssize_t n;
 
-    if (c->in == NULL || c->in_cap < CONN_BUF_MAX) {
-        /* Start small; grow to the cap only for long lines. */
-        size_t ncap = c->in_cap ? CONN_BUF_MAX : 1024;
-        if (c->in_len + 256 > ncap) {
-            ncap = CONN_BUF_MAX;
+    /* Start with 1 KiB, enough for every usual request; grow to the cap
+     * only when a line needs the room (conn_process shrinks it back). */
+    if (c->in == NULL ||
+        (c->in_cap < CONN_BUF_MAX && c->in_cap - c->in_len < 256)) {
+        size_t ncap = c->in == NULL ? 1024 : CONN_BUF_MAX;
+        char *nb = malloc(ncap);
+
+        if (nb == NULL) {
+            c->dead = true;
+            return;
         }
-        if (ncap != c->in_cap) {
-            char *nb = malloc(ncap);
-            if (nb == NULL) {
-                c->dead = true;
-                return;
-            }
-            if (c->in != NULL) {
-                memcpy(nb, c->in, c->in_len);
-                memset(c->in, 0, c->in_cap);
-                free(c->in);
-            }
-            c->in = nb;
-            c->in_cap = ncap;
+        if (c->in != NULL) {
+            memcpy(nb, c->in, c->in_len);
+            OPENSSL_cleanse(c->in, c->in_cap);
+            free(c->in);
         }
+        c->in = nb;
+        c->in_cap = ncap;
     }
     if (c->in_len >= c->in_cap) {
         return;

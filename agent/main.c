@@ -9,6 +9,7 @@
 #include "agent/agent_server.h"
 #include "core/pj_config.h"
 #include "core/pj_log.h"
+#include "core/pj_secret.h"
 #include "core/pj_util.h"
 
 #ifndef P11JWT_VERSION
@@ -62,6 +63,9 @@ main(int argc, char **argv)
         return 1;
     }
     pj_log_init("p11jwt-agent", false, PJ_LOG_NOTICE);
+    if (!pj_secret_heap_init(AGENT_SECRET_HEAP)) {
+        pj_log_info("no locked secure heap; secrets use their own pages");
+    }
     while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c':

@@ -6,6 +6,7 @@
 #
 #   bench/run-agent.sh [BUILD_DIR]
 #   env: THREADS=4 (signing threads = agent workers) SECONDS_PER_POINT=5
+#        ROUNDS=5 CLIENTS=2xTHREADS (part a: alternating rounds, connections)
 #        REQUESTS=1000000 (part d) PROCS=200 (part c process count)
 #        PARTS="a b c d" KEEP_TMP=1
 #
@@ -20,6 +21,7 @@ BUILD=$(cd "${1:-build}" && pwd)
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 THREADS=${THREADS:-4}
 SECONDS_PER_POINT=${SECONDS_PER_POINT:-5}
+ROUNDS=${ROUNDS:-5}
 REQUESTS=${REQUESTS:-1000000}
 PROCS=${PROCS:-200}
 PARTS=${PARTS:-a b c d}
@@ -59,7 +61,8 @@ echo
 
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 B=("$BENCH" --socket "$SOCK" --profile prod --threads "$THREADS" --seconds "$SECONDS_PER_POINT")
-has a && "${B[@]}" --parts a --key "$KEY_URI" --pin-source "file:$PIN" --module "$SOFTHSM_MODULE"
+has a && "${B[@]}" --parts a --key "$KEY_URI" --pin-source "file:$PIN" --module "$SOFTHSM_MODULE" \
+    --agent-pid "$AGENT_PID" --rounds "$ROUNDS" ${CLIENTS:+--clients "$CLIENTS"}
 has b && "${B[@]}" --parts b
 
 if has c; then

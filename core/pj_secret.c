@@ -16,6 +16,25 @@ mlock_wanted(void)
     return v == NULL || strcmp(v, "1") != 0;
 }
 
+bool
+pj_secret_heap_init(size_t size)
+{
+    if (!mlock_wanted()) {
+        return false; /* PJ_NO_MLOCK=1: plain memory, as documented */
+    }
+    /* 1: arena locked; 2: made but mlock refused (RLIMIT_MEMLOCK). Only a
+     * locked arena keeps the promise, so 2 tears it down again. */
+    switch (CRYPTO_secure_malloc_init(size, 32)) {
+    case 1:
+        return true;
+    case 2:
+        (void)CRYPTO_secure_malloc_done();
+        return false;
+    default:
+        return false;
+    }
+}
+
 struct pj_secret *
 pj_secret_new(size_t cap)
 {
@@ -28,6 +47,13 @@ pj_secret_new(size_t cap)
     }
     if ((s = calloc(1, sizeof(*s))) == NULL) {
         return NULL;
+    }
+    if (CRYPTO_secure_malloc_initialized() &&
+        (mem = OPENSSL_secure_zalloc(cap + 1)) != NULL) {
+        s->data = mem;
+        s->cap = cap;
+        s->locked = true;
+        return s;
     }
     /* Page-aligned and page-sized so madvise covers exactly this block. */
     page = (size_t)sysconf(_SC_PAGESIZE);
@@ -66,6 +92,12 @@ void
 pj_secret_free(struct pj_secret *s)
 {
     if (s == NULL) {
+        return;
+    }
+    if (CRYPTO_secure_allocated(s->data)) {
+        OPENSSL_secure_clear_free(s->data, s->cap + 1);
+        OPENSSL_cleanse(s, sizeof(*s));
+        free(s);
         return;
     }
     OPENSSL_cleanse(s->data, s->cap + 1);

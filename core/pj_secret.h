@@ -20,6 +20,15 @@ struct pj_secret {
     bool locked;
 };
 
+/*
+ * Long-running processes: take secrets from one arena (OpenSSL's secure
+ * heap: mlocked, excluded from core dumps, guard pages) set up once, instead
+ * of an mlock/madvise/munlock per secret. size is a power of two; a secret
+ * that does not fit falls back to its own locked pages. False if the arena
+ * could not be made (secrets then use their own pages).
+ */
+bool pj_secret_heap_init(size_t size);
+
 /* A new empty secret able to hold cap bytes (plus a NUL). */
 PJ_MUST_USE struct pj_secret *pj_secret_new(size_t cap);
 /* A new secret holding a copy of len bytes of data. */

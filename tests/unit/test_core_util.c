@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "core/pj_err.h"
 #include "core/pj_log.h"
 #include "core/pj_secret.h"
@@ -216,6 +218,48 @@ test_secret_dup_and_equal(void **state)
 }
 
 static void
+test_secret_heap_serves_and_falls_back(void **state)
+{
+    struct pj_secret *small, *big, *many[256];
+    size_t i, in_arena = 0;
+
+    (void)state;
+    assert_int_equal(setenv("PJ_NO_MLOCK", "1", 1), 0);
+    assert_false(pj_secret_heap_init(4096)); /* PJ_NO_MLOCK=1 is honoured */
+    assert_int_equal(setenv("PJ_NO_MLOCK", "0", 1), 0);
+    if (!pj_secret_heap_init(4096)) {
+        print_message("skipped: mlock of a 4 KiB arena refused here "
+                      "(RLIMIT_MEMLOCK); the fallback path is what runs\n");
+        assert_int_equal(setenv("PJ_NO_MLOCK", "1", 1), 0);
+        skip();
+    }
+    small = pj_secret_dup("token", 5);
+    assert_non_null(small);
+    assert_true(CRYPTO_secure_allocated(small->data));
+    assert_string_equal((char *)small->data, "token");
+    /* Bigger than the arena: its own locked pages, same interface. */
+    big = pj_secret_new(8192);
+    assert_non_null(big);
+    assert_false(CRYPTO_secure_allocated(big->data));
+    assert_true(big->cap >= 8192);
+    /* Fill the arena: later secrets fall back, none fails. */
+    for (i = 0; i < PJ_ARRAY_SIZE(many); i++) {
+        many[i] = pj_secret_dup("0123456789abcdef0123456789abcdef", 32);
+        assert_non_null(many[i]);
+        in_arena += CRYPTO_secure_allocated(many[i]->data) ? 1 : 0;
+    }
+    assert_true(in_arena > 0 && in_arena < PJ_ARRAY_SIZE(many));
+    for (i = 0; i < PJ_ARRAY_SIZE(many); i++) {
+        pj_secret_free(many[i]);
+    }
+    pj_secret_free(big);
+    pj_secret_free(small);
+    assert_int_equal(CRYPTO_secure_used(), 0);
+    assert_int_equal(CRYPTO_secure_malloc_done(), 1);
+    assert_int_equal(setenv("PJ_NO_MLOCK", "1", 1), 0);
+}
+
+static void
 test_parse_long_bounds(void **state)
 {
     long v = 0;
@@ -314,6 +358,7 @@ main(void)
         cmocka_unit_test(test_file_read_limits_and_errors),
         cmocka_unit_test(test_file_write_atomic_sets_mode),
         cmocka_unit_test(test_secret_dup_and_equal),
+        cmocka_unit_test(test_secret_heap_serves_and_falls_back),
         cmocka_unit_test(test_parse_long_bounds),
         cmocka_unit_test(test_fingerprint12_is_sha256_prefix),
         cmocka_unit_test(test_log_hold_writes_at_flush_only),
