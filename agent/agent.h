@@ -151,6 +151,7 @@ struct agent_entry {
     struct agent_prof *prof;
     char *subject;
     struct pj_secret *token;
+    char token_fp[13]; /* pj_fingerprint12 of token, for audit lines */
     char *instance_url;
     char *token_type;
     int64_t issued_at;    /* wall s */

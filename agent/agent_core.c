@@ -570,7 +570,7 @@ static void
 answer_token(struct agent *ag, struct agent_req *req, struct agent_entry *e,
              bool cached)
 {
-    char fp[13], extra[64];
+    char extra[64];
 
     answer_begin(req, true);
     agent_buf_key(&req->out, "access_token");
@@ -587,9 +587,8 @@ answer_token(struct agent *ag, struct agent_req *req, struct agent_entry *e,
     agent_buf_jstr(&req->out, e->prof->p->name);
     agent_buf_key(&req->out, "subject");
     agent_buf_jstr(&req->out, e->subject);
-    pj_fingerprint12(e->token->data, e->token->len, fp);
     agent_msgf(extra, sizeof(extra), "cached=%d token_fp=%s", cached ? 1 : 0,
-               fp);
+               e->token_fp);
     agent_audit(ag, &req->peer, "token", e->prof->p->name, e->subject, "ok",
                 extra);
     e->prof->n.token_ok++;
@@ -651,6 +650,7 @@ entry_drop_token(struct agent_entry *e)
 {
     pj_secret_free(e->token);
     e->token = NULL;
+    e->token_fp[0] = '\0';
     e->expire_mono = 0;
     e->refresh_mono = 0;
 }
@@ -730,11 +730,11 @@ entry_success(struct agent *ag, struct agent_entry *e, struct agent_job *job,
     struct agent_prof *pr = e->prof;
     long life = job->p->session_lifetime;
     struct agent_req *w, *wn;
-    char fp[13];
 
     entry_drop_token(e);
     e->token = res->token.access_token;
     res->token.access_token = NULL;
+    pj_fingerprint12(e->token->data, e->token->len, e->token_fp);
     free(e->instance_url);
     e->instance_url = res->token.instance_url;
     res->token.instance_url = NULL;
@@ -756,10 +756,9 @@ entry_success(struct agent *ag, struct agent_entry *e, struct agent_job *job,
     e->fail.set = false;
     pr->n.exchanges_ok++;
     ag->total.exchanges_ok++;
-    pj_fingerprint12(e->token->data, e->token->len, fp);
     pj_log_info(
         "profile %s subject %s: new access token %s, refresh in %" PRId64 " s",
-        pr->p->name, e->subject, fp,
+        pr->p->name, e->subject, e->token_fp,
         (e->refresh_mono - agent_mono_ms(ag)) / 1000);
     for (w = entry_take_waiters(e); w != NULL; w = wn) {
         wn = w->wnext;
