@@ -77,8 +77,10 @@ void agent_msgf(char *dst, size_t n, const char *fmt, ...) PJ_PRINTF(3, 4);
 struct agent_peer {
     uid_t uid;
     gid_t gid;
-    pid_t pid; /* 0 when not visible (another PID namespace) */
-    char *exe; /* /proc/PID/exe target; NULL when unknown */
+    pid_t pid;     /* 0 when not visible (another PID namespace) */
+    char *exe;     /* /proc/PID/exe target; NULL when unknown */
+    int exe_errno; /* why exe is NULL: EACCES = another uid's process and the
+                      agent is neither root nor CAP_SYS_PTRACE */
 };
 
 /* ---- Requests ------------------------------------------------------- */

@@ -905,7 +905,7 @@ stale_add(struct agent_prof *pr, struct hsm_key *key)
 static struct agent_peer
 self_peer(void)
 {
-    struct agent_peer me = {getuid(), getgid(), getpid(), NULL};
+    struct agent_peer me = {getuid(), getgid(), getpid(), NULL, 0};
     return me;
 }
 

@@ -5,6 +5,7 @@
  * bytes, at most AGENT_LINE_MAX bytes. Every profile request is authorised
  * from the peer's credentials before anything else about it is looked at.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,15 +58,28 @@ agent_peer_allowed(const struct agent *ag, const struct pj_profile *p,
                 return true;
             }
         }
-        if (why != NULL) {
+        if (why == NULL) {
+            return false;
+        }
+        if (peer->exe != NULL) {
             agent_msgf(why, whylen,
                        "uid %u runs %s, which is not in allow-exe of profile "
                        "%s",
-                       (unsigned)peer->uid,
-                       peer->exe ? peer->exe
-                                 : "an executable the agent cannot "
-                                   "see (pid not visible)",
-                       p->name);
+                       (unsigned)peer->uid, peer->exe, p->name);
+        } else if (peer->exe_errno == EACCES || peer->exe_errno == EPERM) {
+            /* The kernel shows /proc/PID/exe of another user's process
+             * only to root and CAP_SYS_PTRACE. */
+            agent_msgf(why, whylen,
+                       "profile %s has allow-exe, but the agent may not read "
+                       "the executable of uid %u (pid %d): run the agent as "
+                       "root or give it CAP_SYS_PTRACE (docs/operations.md)",
+                       p->name, (unsigned)peer->uid, (int)peer->pid);
+        } else {
+            agent_msgf(why, whylen,
+                       "profile %s has allow-exe, but the executable of uid "
+                       "%u is not visible to the agent (another PID "
+                       "namespace?)",
+                       p->name, (unsigned)peer->uid);
         }
         return false;
     }

@@ -618,12 +618,15 @@ do_accept(struct server *s, int64_t now)
         c->peer.uid = cred.uid;
         c->peer.gid = cred.gid;
         c->peer.pid = cred.pid;
+        c->peer.exe_errno = ENOENT; /* pid not visible, until read */
         if (cred.pid > 0) {
             snprintf(proc, sizeof(proc), "/proc/%d/exe", (int)cred.pid);
             n = readlink(proc, exe, sizeof(exe) - 1);
             if (n > 0) {
                 exe[n] = '\0';
                 c->peer.exe = strdup(exe);
+            } else {
+                c->peer.exe_errno = errno;
             }
         }
         c->last_io = now;

@@ -497,9 +497,8 @@ part_a(const struct opts *o)
     printf("(a) signing: %d baseline threads vs %d agent workers fed by %d "
            "connections,\n    %d rounds of %.0f s per path, alternating\n",
            o->threads, o->threads, clients, o->rounds, o->seconds);
-    printf("    %5s  %10s %10s  %10s %10s %10s %9s  %6s\n", "round",
-           "base /s", "cpu us", "agent /s", "cpu us", "+client", "p99 us",
-           "ratio");
+    printf("    %5s  %10s %10s  %10s %10s %10s %9s  %6s\n", "round", "base /s",
+           "cpu us", "agent /s", "cpu us", "+client", "p99 us", "ratio");
     for (r = 0; r < o->rounds; r++) {
         for (i = 0; i < 2; i++) {
             double t0, t1, g0 = 0, g1 = 0;
@@ -525,10 +524,10 @@ part_a(const struct opts *o)
             }
             a_rate[r] = agent.per_s;
             p99[r] = agent.p99_us;
-            a_cpu[r] = g0 >= 0 && g1 >= 0 && o->agent_pid > 0
-                           ? (g1 - g0) * 1e6 /
-                                 (double)(agent.ok > 0 ? agent.ok : 1)
-                           : 0;
+            a_cpu[r] =
+                g0 >= 0 && g1 >= 0 && o->agent_pid > 0
+                    ? (g1 - g0) * 1e6 / (double)(agent.ok > 0 ? agent.ok : 1)
+                    : 0;
             c_cpu[r] = (t1 - t0) * 1e6 / (double)(agent.ok > 0 ? agent.ok : 1);
             failed += agent.failed;
         }
@@ -696,12 +695,11 @@ usage(FILE *f)
 int
 main(int argc, char **argv)
 {
-    struct opts o = {
-        .parts = "abd",
-        .threads = 4,
-        .rounds = 5,
-        .seconds = 5,
-        .requests = 1000000};
+    struct opts o = {.parts = "abd",
+                     .threads = 4,
+                     .rounds = 5,
+                     .seconds = 5,
+                     .requests = 1000000};
     struct result r;
     char *req;
     size_t reqlen;

@@ -6,6 +6,7 @@
  * Byte 0 picks the peer (allowed uid, allowed gid, stranger) so policy
  * paths are reached.
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,9 +69,9 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static char exe_ok[] = "/usr/bin/ok";
-    struct agent_peer peers[3] = {{1001, 1001, 10, exe_ok},
-                                  {3000, 2000, 11, NULL},
-                                  {4000, 4000, 0, NULL}};
+    struct agent_peer peers[3] = {{1001, 1001, 10, exe_ok, 0},
+                                  {3000, 2000, 11, NULL, EACCES},
+                                  {4000, 4000, 0, NULL, ENOENT}};
     struct agent *ag = agent_once();
     const struct agent_peer *peer;
     size_t off = 1;

@@ -55,7 +55,7 @@ fake_answered(struct agent *ag, struct agent_req *req)
     n_answered++;
 }
 
-static const struct agent_peer peer = {1001, 1001, 1, NULL};
+static const struct agent_peer peer = {1001, 1001, 1, NULL, 0};
 
 static void finish(struct agent *ag, unsigned i, const char *token,
                    enum sf_class cls, const char *sferror);

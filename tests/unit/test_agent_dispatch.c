@@ -3,6 +3,7 @@
  * agent_dispatch without sockets or a token: request parsing, error codes,
  * authorisation (uid, gid, exe, subject), id echo, status and health.
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -75,9 +76,9 @@ teardown(void **state)
 
 static char exe_allowed[] = "/usr/bin/allowed", exe_x[] = "/usr/bin/x",
             exe_py[] = "/usr/bin/python3";
-static const struct agent_peer peer_ok = {1001, 1001, 42, exe_allowed};
-static const struct agent_peer peer_gid = {4242, 2000, 43, exe_x};
-static const struct agent_peer peer_bad = {4242, 4242, 44, exe_x};
+static const struct agent_peer peer_ok = {1001, 1001, 42, exe_allowed, 0};
+static const struct agent_peer peer_gid = {4242, 2000, 43, exe_x, 0};
+static const struct agent_peer peer_bad = {4242, 4242, 44, exe_x, 0};
 
 /* Dispatch a line; return the parsed answer (caller decrefs). */
 static json_t *
@@ -243,8 +244,13 @@ test_policy(void **state)
         expect_error(ag, &other, "{\"op\":\"token\",\"profile\":\"exe\"}",
                      "forbidden", "allow-exe");
         other.exe = NULL; /* pid not visible */
+        other.exe_errno = ENOENT;
         expect_error(ag, &other, "{\"op\":\"token\",\"profile\":\"exe\"}",
-                     "forbidden", "allow-exe");
+                     "forbidden", "not visible");
+        /* Another uid's process, agent not root: says what to change. */
+        other.exe_errno = EACCES;
+        expect_error(ag, &other, "{\"op\":\"token\",\"profile\":\"exe\"}",
+                     "forbidden", "CAP_SYS_PTRACE");
     }
     assert_true(ag->total.refused >= 7);
     assert_int_equal(submits, 0);

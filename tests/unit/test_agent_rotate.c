@@ -59,7 +59,7 @@ fake_answered(struct agent *ag, struct agent_req *req)
     n_answered++;
 }
 
-static const struct agent_peer peer = {1001, 1001, 1, NULL};
+static const struct agent_peer peer = {1001, 1001, 1, NULL, 0};
 
 /* Sign ok, then the HTTP answer: a token, or a Salesforce error. */
 static void
@@ -277,7 +277,7 @@ static void
 test_rotate_op_policy_and_answer(void **state)
 {
     struct agent *ag = *state;
-    struct agent_peer self = {getuid(), getgid(), 1, NULL};
+    struct agent_peer self = {getuid(), getgid(), 1, NULL, 0};
     struct agent_req *req;
     json_t *j, *rot;
 
