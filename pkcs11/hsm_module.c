@@ -725,6 +725,25 @@ class_name(CK_OBJECT_CLASS cls)
     }
 }
 
+/* Is o labelled u's label + ".next", the next key of a rotation? */
+static bool
+is_next_of(struct hsm_module *mod, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE o,
+           const struct hsm_uri *u)
+{
+    const size_t sl = sizeof(HSM_ROTATE_NEXT) - 1;
+    uint8_t *v = NULL;
+    size_t len = 0;
+    bool yes;
+
+    if (hsm_attr_get(mod, s, o, CKA_LABEL, &v, &len) != CKR_OK) {
+        return false;
+    }
+    yes = len == u->label_len + sl && memcmp(v, u->label, u->label_len) == 0 &&
+          memcmp(v + u->label_len, HSM_ROTATE_NEXT, sl) == 0;
+    free(v);
+    return yes;
+}
+
 pj_rc
 hsm_object_find(struct hsm_module *mod, CK_SESSION_HANDLE s,
                 const struct hsm_uri *u, CK_OBJECT_CLASS cls,
@@ -737,6 +756,7 @@ hsm_object_find(struct hsm_module *mod, CK_SESSION_HANDLE s,
     CK_RV rv;
     char want[600], list[256] = "", item[96], lbl[HSM_LABEL_MAX * 4 + 1];
     const char *what = class_name(cls);
+    bool next_seen = false;
     unsigned i;
     pj_rc rc = PJ_OK;
 
@@ -794,11 +814,20 @@ hsm_object_find(struct hsm_module *mod, CK_SESSION_HANDLE s,
         for (i = 0; i < got; i++) {
             object_describe(mod, s, objs[i], item, sizeof(item));
             list_append(list, sizeof(list), item);
+            if (u->label != NULL && !next_seen) {
+                next_seen = is_next_of(mod, s, objs[i], u);
+            }
         }
     }
     rc = pj_err_set(err, PJ_ERR_NOT_FOUND,
-                    "no %s %s on token '%s' (%ss present: %s)", what,
+                    "no %s %s on token '%s' (%ss present: %s)%s%s%s", what,
                     want[0] != '\0' ? want : "(any)", token_name, what,
-                    list[0] != '\0' ? list : "none");
+                    list[0] != '\0' ? list : "none",
+                    next_seen ? "; a key rotation stopped half-way: run "
+                                "'p11jwt rotate finish --force' (or start "
+                                "the agent) to make '"
+                              : "",
+                    next_seen ? lbl : "",
+                    next_seen ? HSM_ROTATE_NEXT "' the key again" : "");
     return rc;
 }

@@ -8,6 +8,9 @@
 #   agent_write_config FILE [EXTRA_PROFILE_LINES]   profile "prod" (+ "other")
 #   agent_start [CONF]       start the agent, wait for its socket (AGENT_PID)
 #   agent_stop               SIGTERM, wait; AGENT_RC holds the exit status
+#   rotation_setup           token + certificate on it, fake, one-profile
+#                            config in P11JWT_CONFIG (rotation tests)
+#   next_cert_pem OUT        the certificate labelled sf-jwt.next, as PEM
 #   load ARGS..              tests/integration/agent_load.py --socket $SOCK
 #   fake_stats | jq ..       the fake's counters
 : "${P11JWT_AGENT:?run through ctest, or set P11JWT_AGENT}"
@@ -141,6 +144,27 @@ agent_stop() {
 }
 
 load() { $PY "$LOADPY" --socket "$SOCK" "$@"; }
+
+rotation_setup() {
+    need pkcs11-tool
+    need openssl
+    agent_token_setup
+    # The active key's certificate on the token, beside the key (rotate
+    # start takes its subject for the next one).
+    "$P11JWT" cert import --key "$KEY_URI" --pin-source "file:$PIN" --in "$T/cert.pem" \
+        >/dev/null 2>"$T/err" || { cat "$T/err" >&2; echo "FAIL: cert import" >&2; exit 1; }
+    fake_start
+    agent_write_config "$T/agent.conf" "$SOFTHSM_MODULE"
+    # One profile only: "other" shares the key URI and is not needed here.
+    sed -i '/^\[profile other\]/,$d' "$T/agent.conf"
+    export P11JWT_CONFIG=$T/agent.conf P11JWT_SOCKET=$SOCK
+}
+
+next_cert_pem() {
+    pkcs11-tool --module "$SOFTHSM_MODULE" --token-label agt --read-object --type cert \
+        --label sf-jwt.next -o "$1.der" >/dev/null 2>&1 &&
+        openssl x509 -inform DER -in "$1.der" -out "$1"
+}
 
 # check DESC JQ_EXPR JSON: pass when the jq expression is true for JSON.
 check() {

@@ -9,19 +9,7 @@
 # and `finish --force` of a next key the agent never saw.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/agent_env.sh"
-need pkcs11-tool
-need openssl
-
-agent_token_setup
-# The active key's certificate on the token, beside the key (rotate start
-# takes its subject for the next one).
-"$P11JWT" cert import --key "$KEY_URI" --pin-source "file:$PIN" --in "$T/cert.pem" \
-    >/dev/null 2>"$T/err" || { cat "$T/err" >&2; echo "FAIL: cert import" >&2; exit 1; }
-fake_start
-agent_write_config "$T/agent.conf" "$SOFTHSM_MODULE"
-# One profile only: "other" shares the key URI and is not needed here.
-sed -i '/^\[profile other\]/,$d' "$T/agent.conf"
-export P11JWT_CONFIG=$T/agent.conf P11JWT_SOCKET=$SOCK
+rotation_setup
 agent_start
 R() { "$P11JWT" rotate "$@"; }
 
@@ -128,10 +116,7 @@ grep -q "agent: next key loaded" "$T/start.out" &&
     fail "rotate start did not load the next key into the agent: $(cat "$T/start.out")"
 [ -s "$T/eca/force-app/main/default/extlClntAppGlobalOauthSets/RotApp_glbloauth.ecaGlblOauth-meta.xml" ] &&
     pass "rotate start wrote the ECA metadata" || fail "no ECA metadata in $T/eca"
-pkcs11-tool --module "$SOFTHSM_MODULE" --token-label agt --read-object --type cert \
-    --label sf-jwt.next -o "$T/next.der" >/dev/null 2>&1 &&
-    openssl x509 -inform DER -in "$T/next.der" -out "$T/next.pem" ||
-    { fail "cannot read the next certificate from the token"; }
+next_cert_pem "$T/next.pem" || fail "cannot read the next certificate from the token"
 # The metadata carries exactly that certificate.
 grep -q "$(sed -n 2p "$T/next.pem")" "$T"/eca/force-app/main/default/extlClntAppGlobalOauthSets/*.xml &&
     pass "the metadata carries the next certificate" ||
