@@ -35,8 +35,7 @@
 #include "core/pj_err.h"
 #include "core/pj_log.h"
 
-#define AGENT_MONITOR_INTERVAL_S 3600 /* periodic check: hourly */
-#define AGENT_MONITOR_REPEAT_S 86400  /* reminder while not ok: daily */
+#define AGENT_MONITOR_REPEAT_S 86400 /* reminder while not ok: daily */
 
 enum agent_cert_slot {
     AGENT_CERT_ACTIVE, /* the certificate of the key that signs now */

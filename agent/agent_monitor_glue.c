@@ -210,7 +210,8 @@ round_start(struct agent *ag, int64_t now_ms)
 
     mon->due = false;
     mon->keys_sig = keys_sig(ag);
-    mon->next_round_ms = now_ms + (int64_t)AGENT_MONITOR_INTERVAL_S * 1000;
+    mon->next_round_ms =
+        now_ms + (int64_t)ag->cfg->cfg->agent.monitor_interval * 1000;
     for (pr = ag->profs; pr != NULL; pr = pr->next) {
         struct agent_mon_task *t = task_new(ag, pr);
 
@@ -317,8 +318,8 @@ hook_start(struct agent *ag, const struct agent_monitor_event *ev,
         return;
     }
     agent_monitor_event_vars(ev, message, &vars);
-    if (agent_alert_start(cmd, &vars, 0, pj_time_mono_ms(), &a, &err) !=
-        PJ_OK) {
+    if (agent_alert_start(cmd, &vars, ag->cfg->cfg->agent.alert_timeout * 1000,
+                          pj_time_mono_ms(), &a, &err) != PJ_OK) {
         pj_log_err("alert-command not run for profile %s: %s", ev->profile,
                    err.msg);
         return;

@@ -9,13 +9,13 @@
  * A check round runs one task per profile on the agent's worker threads
  * (a check reads the token, so it never runs on the loop). Rounds start at
  * start-up, after a SIGHUP, when a profile's key or rotation state changes
- * (key opened, next key found, promotion) and every
- * AGENT_MONITOR_INTERVAL_S; a round waits (at most AGENT_MON_DEFER_MS)
- * while keys are being opened or rotation scans run, so it sees the keys
- * they produce. Each finished task feeds agent_monitor_update: log lines and
- * alert-command hooks at state changes and once a day while not ok. Hooks
- * run without blocking: their pidfds join the loop's poll set. The metrics
- * file is rewritten after each round and every AGENT_MON_METRICS_MS.
+ * (key opened, next key found, promotion) and every [agent]
+ * monitor-interval seconds (default an hour); a round waits (at most
+ * AGENT_MON_DEFER_MS) while keys are being opened or rotation scans run, so it
+ * sees the keys they produce. Each finished task feeds agent_monitor_update:
+ * log lines and alert-command hooks at state changes and once a day while not
+ * ok. Hooks run without blocking: their pidfds join the loop's poll set. The
+ * metrics file is rewritten after each round and every AGENT_MON_METRICS_MS.
  *
  * Everything here runs on the loop thread except agent_mon_task_run.
  */

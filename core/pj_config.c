@@ -57,6 +57,9 @@ static const struct cfg_key agent_keys[] = {
     {"alert-command", T_PATH, AG(alert_command), 0, 0},
     {"warn-days", T_LONG, AG(warn_days), 0, PJ_DAYS_MAX},
     {"critical-days", T_LONG, AG(critical_days), 0, PJ_DAYS_MAX},
+    {"monitor-interval", T_LONG, AG(monitor_interval),
+     PJ_MONITOR_INTERVAL_MIN_S, PJ_MONITOR_INTERVAL_MAX_S},
+    {"alert-timeout", T_LONG, AG(alert_timeout), 1, PJ_ALERT_TIMEOUT_MAX_S},
 };
 
 static const struct cfg_key profile_keys[] = {
@@ -984,6 +987,8 @@ load_buffer(const char *text, size_t len, const char *name,
     }
     cfg->agent.warn_days = PJ_WARN_DAYS_DEFAULT;
     cfg->agent.critical_days = PJ_CRITICAL_DAYS_DEFAULT;
+    cfg->agent.monitor_interval = PJ_MONITOR_INTERVAL_DEFAULT_S;
+    cfg->agent.alert_timeout = PJ_ALERT_TIMEOUT_DEFAULT_S;
     memset(&c, 0, sizeof(c));
     c.cfg = cfg;
     c.err = err;

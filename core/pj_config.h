@@ -49,6 +49,11 @@
 #define PJ_WARN_DAYS_DEFAULT 30
 #define PJ_CRITICAL_DAYS_DEFAULT 7
 #define PJ_DAYS_MAX 3650
+#define PJ_MONITOR_INTERVAL_DEFAULT_S 3600 /* certificate re-check */
+#define PJ_MONITOR_INTERVAL_MIN_S 60
+#define PJ_MONITOR_INTERVAL_MAX_S 86400
+#define PJ_ALERT_TIMEOUT_DEFAULT_S 30 /* alert-command is killed after */
+#define PJ_ALERT_TIMEOUT_MAX_S 3600
 
 #define PJ_PROFILE_NAME_MAX                                                    \
     40 /* [A-Za-z0-9._-]; libinih keeps 49 bytes of "profile NAME" */
@@ -56,14 +61,16 @@
 
 /* [agent]: every string is NULL when not set unless a default is noted. */
 struct pj_config_agent {
-    char *socket;        /* default PJ_CONFIG_DEFAULT_SOCKET; absolute */
-    char *socket_group;  /* group name owning the socket; NULL = agent's */
-    char *module;        /* PKCS#11 module path; absolute; NULL = unset */
-    char *metrics_file;  /* Prometheus textfile; absolute; NULL = none */
-    char *alert_command; /* absolute program path; NULL = none */
-    long warn_days;      /* default PJ_WARN_DAYS_DEFAULT */
-    long critical_days;  /* default PJ_CRITICAL_DAYS_DEFAULT; <= warn */
-    unsigned line;       /* line of the [agent] header; 0 if absent */
+    char *socket;          /* default PJ_CONFIG_DEFAULT_SOCKET; absolute */
+    char *socket_group;    /* group name owning the socket; NULL = agent's */
+    char *module;          /* PKCS#11 module path; absolute; NULL = unset */
+    char *metrics_file;    /* Prometheus textfile; absolute; NULL = none */
+    char *alert_command;   /* absolute program path; NULL = none */
+    long warn_days;        /* default PJ_WARN_DAYS_DEFAULT */
+    long critical_days;    /* default PJ_CRITICAL_DAYS_DEFAULT; <= warn */
+    long monitor_interval; /* s between certificate checks */
+    long alert_timeout;    /* s before a running alert-command is killed */
+    unsigned line;         /* line of the [agent] header; 0 if absent */
 };
 
 /*

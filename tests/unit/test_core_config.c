@@ -35,6 +35,8 @@ static const char full[] =
     "alert-command = /usr/local/libexec/p11jwt-alert\n"
     "warn-days = 40\n"
     "critical-days = 10\n"
+    "monitor-interval = 600\n"
+    "alert-timeout = 45\n"
     "\n"
     "[profile prod]\n"
     "key = pkcs11:token=prod;object=sf-jwt;type=private\n"
@@ -76,10 +78,12 @@ test_full_config(void **state)
     assert_string_equal(cfg->agent.module, "/usr/lib/softhsm/libsofthsm2.so");
     assert_int_equal(cfg->agent.warn_days, 40);
     assert_int_equal(cfg->agent.critical_days, 10);
+    assert_int_equal(cfg->agent.monitor_interval, 600);
+    assert_int_equal(cfg->agent.alert_timeout, 45);
     assert_int_equal(cfg->n_profiles, 2);
     p = pj_config_profile(cfg, "prod");
     assert_non_null(p);
-    assert_int_equal(p->line, 12);
+    assert_int_equal(p->line, 14);
     assert_string_equal(p->pin_source, "file:/etc/p11jwt/prod.pin");
     assert_int_equal(p->n_subjects, 2);
     assert_string_equal(p->subjects[1], "sync@example.com");
@@ -218,6 +222,16 @@ test_bad_values(void **state)
                  "p11jwt.conf:1: critical-days (9) is larger than warn-days");
     expect_error(MIN_PROFILE "warn-days = 99999\n",
                  "p11jwt.conf:5: bad value '99999' for warn-days");
+    expect_error("[agent]\nmonitor-interval = 59\n",
+                 "p11jwt.conf:2: bad value '59' for monitor-interval");
+    expect_error("[agent]\nmonitor-interval = 86401\n",
+                 "p11jwt.conf:2: bad value '86401' for monitor-interval");
+    expect_error("[agent]\nmonitor-interval = 1h\n",
+                 "p11jwt.conf:2: bad value '1h' for monitor-interval");
+    expect_error("[agent]\nalert-timeout = 0\n",
+                 "p11jwt.conf:2: bad value '0' for alert-timeout");
+    expect_error("[agent]\nalert-timeout = 3601\n",
+                 "p11jwt.conf:2: bad value '3601' for alert-timeout");
     expect_error("[profile p]\nkey = /tmp/key.pem\n",
                  "p11jwt.conf:2: bad value '/tmp/key.pem' for key in "
                  "[profile p]: a pkcs11: URI");
