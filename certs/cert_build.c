@@ -125,20 +125,7 @@ cert_self_signed(struct hsm_key *key, const struct cert_build_opts *opts,
             PJ_OK) {
         goto out;
     }
-    ERR_clear_error();
-    if (X509_sign(x, pkey, EVP_sha256()) <= 0) {
-        if (!cert_tokenkey_failed(tk, err)) {
-            rc = pj_err_crypto(err, "signing the certificate failed");
-        } else {
-            rc = err != NULL ? err->rc : PJ_ERR_TOKEN;
-        }
-        goto out;
-    }
-    /* A token that signed with the wrong padding or key is caught here. */
-    if (X509_verify(x, pkey) != 1) {
-        rc = pj_err_crypto(err, "the token's signature on the new "
-                                "certificate does not verify with the "
-                                "token's public key");
+    if ((rc = cert_tokenkey_sign_x509(tk, &x, err)) != PJ_OK) {
         goto out;
     }
     if ((der_len = i2d_X509(x, &der)) <= 0) {
@@ -218,18 +205,7 @@ cert_csr(struct hsm_key *key, const char *subject, char **pemp, size_t *lenp,
     if ((rc = req_add_exts(req, err)) != PJ_OK) {
         goto out;
     }
-    ERR_clear_error();
-    if (X509_REQ_sign(req, pkey, EVP_sha256()) <= 0) {
-        if (!cert_tokenkey_failed(tk, err)) {
-            rc = pj_err_crypto(err, "signing the CSR failed");
-        } else {
-            rc = err != NULL ? err->rc : PJ_ERR_TOKEN;
-        }
-        goto out;
-    }
-    if (X509_REQ_verify(req, pkey) != 1) {
-        rc = pj_err_crypto(err, "the token's signature on the CSR does not "
-                                "verify with the token's public key");
+    if ((rc = cert_tokenkey_sign_req(tk, &req, err)) != PJ_OK) {
         goto out;
     }
     if ((bio = BIO_new(BIO_s_mem())) == NULL ||

@@ -60,19 +60,22 @@ PJ_MUST_USE pj_rc cert_pkey_fp(EVP_PKEY *pkey, char out[CERT_FP_MAX],
                                struct pj_err *err);
 
 /*
- * An EVP_PKEY whose private operations are done by the key on the token
- * (cert_tokenkey.c). Free with cert_tokenkey_free, not EVP_PKEY_free.
+ * The key on the token as an OpenSSL public key, and the signing of
+ * certificates and CSRs with it (cert_tokenkey.c): the token signs the
+ * to-be-signed bytes (CKM_SHA256_RSA_PKCS), so a sign-only key will do.
  */
 struct cert_tokenkey;
 PJ_MUST_USE pj_rc cert_tokenkey_new(struct hsm_key *key,
                                     struct cert_tokenkey **tkp,
                                     struct pj_err *err);
+/* The public key (for X509_set_pubkey); owned by tk. */
 EVP_PKEY *cert_tokenkey_pkey(struct cert_tokenkey *tk);
-/*
- * After an OpenSSL sign call failed: the token's own error, if the failure
- * came from the token (copied into err), else nothing.
- */
-bool cert_tokenkey_failed(struct cert_tokenkey *tk, struct pj_err *err);
+/* Sign *xp / *reqp on the token, verify, and replace it with the signed
+ * copy (the old object is freed; on failure *xp is unchanged). */
+PJ_MUST_USE pj_rc cert_tokenkey_sign_x509(struct cert_tokenkey *tk, X509 **xp,
+                                          struct pj_err *err);
+PJ_MUST_USE pj_rc cert_tokenkey_sign_req(struct cert_tokenkey *tk,
+                                         X509_REQ **reqp, struct pj_err *err);
 void cert_tokenkey_free(struct cert_tokenkey *tk);
 
 #endif

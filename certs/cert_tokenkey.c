@@ -1,16 +1,20 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * An OpenSSL EVP_PKEY whose signatures are made by the key on the token.
+ * Certificates and CSRs signed by the key on the token, over their
+ * to-be-signed bytes with CKM_SHA256_RSA_PKCS (the token hashes).
  *
- * Why the deprecated RSA_METHOD API: Debian 12 has no PKCS#11 provider for
- * OpenSSL 3, and libp11/the engine would be a second PKCS#11 stack with a
- * second login (and the engine breaks tpm2-pkcs11 in-process, see
- * research/pkcs11.md 4). An RSA key with a custom method is a "foreign"
- * key to OpenSSL 3.0, which then takes the legacy path: X509_sign and
- * X509_REQ_sign hash the to-be-signed bytes and call our sign callback with
- * (NID_sha256, digest); we hand the digest to hsm_key_sign_digest. This was
- * checked on OpenSSL 3.0.22 (both calls reach the callback). The deprecated
- * calls are confined to this file.
+ * Why not OpenSSL's own sign call end to end: Debian 12 has no PKCS#11
+ * provider for OpenSSL 3, and libp11/the engine would be a second PKCS#11
+ * stack with a second login (and the engine breaks tpm2-pkcs11 in-process,
+ * see research/pkcs11.md 4). OpenSSL only hands a custom RSA method the
+ * digest, and a digest can only be signed with CKM_RSA_PKCS, which
+ * tpm2-pkcs11 performs as a TPM decrypt: the key would need the decrypt
+ * attribute. So: OpenSSL encodes the structure and its algorithm fields,
+ * signing through an RSA method that returns a placeholder; we sign the
+ * encoded TBS bytes on the token with hsm_key_sign, put the signature where
+ * the placeholder was, parse the result back and verify it with OpenSSL's
+ * public-key code. The deprecated RSA_METHOD calls are confined to this
+ * file.
  */
 #define OPENSSL_SUPPRESS_DEPRECATED
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
@@ -34,27 +38,200 @@ struct cert_tokenkey {
     struct pj_err err; /* the token's failure, kept for the caller */
 };
 
+/* What tokenkey_tbs_sign needs of an X509 or an X509_REQ. */
+struct tbs_ops {
+    const char *what;
+    int (*ossl_sign)(void *obj, EVP_PKEY *pkey);
+    int (*tbs)(void *obj, unsigned char **pp);
+    int (*i2d)(void *obj, unsigned char **pp);
+    void *(*d2i)(const unsigned char **pp, long len);
+    int (*verify)(void *obj, EVP_PKEY *pkey);
+    void (*free)(void *obj);
+};
+
+/*
+ * OpenSSL's sign call ends here with the digest; the real signature is made
+ * over the TBS bytes afterwards (tokenkey_tbs_sign), so this returns a
+ * placeholder of the right length: zeros.
+ */
 static int
 tokenkey_sign(int type, const unsigned char *m, unsigned int m_length,
               unsigned char *sigret, unsigned int *siglen, const RSA *rsa)
 {
-    struct cert_tokenkey *tk = RSA_meth_get0_app_data(RSA_get_method(rsa));
-    size_t len = (size_t)RSA_size(rsa);
-
-    if (tk == NULL) {
-        return 0;
-    }
+    (void)m;
     if (type != NID_sha256 || m_length != 32) {
-        pj_err_set(&tk->err, PJ_ERR_INTERNAL,
-                   "the token key signs only SHA-256 digests (asked for %s)",
-                   OBJ_nid2sn(type));
         return 0;
     }
-    if (hsm_key_sign_digest(tk->key, m, sigret, &len, &tk->err) != PJ_OK) {
-        return 0;
-    }
-    *siglen = (unsigned int)len;
+    memset(sigret, 0, (size_t)RSA_size(rsa));
+    *siglen = (unsigned int)RSA_size(rsa);
     return 1;
+}
+
+/*
+ * Sign *objp on the token over its TBS bytes and replace it with the signed
+ * copy. The signature BIT STRING is the last element of both a Certificate
+ * and a CertificationRequest, so the placeholder is the DER's last bytes.
+ */
+static pj_rc
+tokenkey_tbs_sign(struct cert_tokenkey *tk, const struct tbs_ops *ops,
+                  void **objp, struct pj_err *err)
+{
+    unsigned char *tbs = NULL, *der = NULL;
+    const unsigned char *p;
+    uint8_t sig[HSM_SIG_MAX];
+    size_t siglen = sizeof(sig), i;
+    int tbs_len, der_len;
+    void *signed_obj = NULL;
+    pj_rc rc;
+
+    ERR_clear_error();
+    if (ops->ossl_sign(*objp, tk->pkey) <= 0) {
+        return pj_err_crypto(err, "encoding the %s for signing failed",
+                             ops->what);
+    }
+    if ((tbs_len = ops->tbs(*objp, &tbs)) <= 0 ||
+        (der_len = ops->i2d(*objp, &der)) <= 0) {
+        rc = pj_err_crypto(err, "encoding the %s failed", ops->what);
+        goto out;
+    }
+    if ((rc = hsm_key_sign(tk->key, tbs, (size_t)tbs_len, sig, &siglen, err)) !=
+        PJ_OK) {
+        goto out;
+    }
+    /* The placeholder: RSA_size zero bytes after the unused-bits byte. */
+    if (siglen != (size_t)EVP_PKEY_get_size(tk->pkey) ||
+        (size_t)der_len <= siglen + 1 || der[der_len - (int)siglen - 1] != 0) {
+        rc = pj_err_set(err, PJ_ERR_INTERNAL,
+                        "the %s does not end with the %zu-byte signature "
+                        "placeholder",
+                        ops->what, siglen);
+        goto out;
+    }
+    for (i = 0; i < siglen; i++) {
+        if (der[(size_t)der_len - siglen + i] != 0) {
+            rc = pj_err_set(err, PJ_ERR_INTERNAL,
+                            "the %s does not end with the signature "
+                            "placeholder",
+                            ops->what);
+            goto out;
+        }
+    }
+    memcpy(der + (size_t)der_len - siglen, sig, siglen);
+    p = der;
+    if ((signed_obj = ops->d2i(&p, der_len)) == NULL || p != der + der_len) {
+        rc = pj_err_crypto(err, "reading back the signed %s failed", ops->what);
+        goto out;
+    }
+    /* A token that signed with the wrong padding or key is caught here. */
+    if (ops->verify(signed_obj, tk->pkey) != 1) {
+        rc = pj_err_crypto(err,
+                           "the token's signature on the %s does not verify "
+                           "with the token's public key",
+                           ops->what);
+        goto out;
+    }
+    ops->free(*objp);
+    *objp = signed_obj;
+    signed_obj = NULL;
+    rc = PJ_OK;
+out:
+    if (signed_obj != NULL) {
+        ops->free(signed_obj);
+    }
+    OPENSSL_free(tbs);
+    OPENSSL_free(der);
+    return rc;
+}
+
+static int
+x509_sign_cb(void *x, EVP_PKEY *pkey)
+{
+    return X509_sign(x, pkey, EVP_sha256());
+}
+static int
+x509_tbs_cb(void *x, unsigned char **pp)
+{
+    return i2d_re_X509_tbs(x, pp);
+}
+static int
+x509_i2d_cb(void *x, unsigned char **pp)
+{
+    return i2d_X509(x, pp);
+}
+static void *
+x509_d2i_cb(const unsigned char **pp, long len)
+{
+    return d2i_X509(NULL, pp, len);
+}
+static int
+x509_verify_cb(void *x, EVP_PKEY *pkey)
+{
+    return X509_verify(x, pkey);
+}
+static void
+x509_free_cb(void *x)
+{
+    X509_free(x);
+}
+
+static int
+req_sign_cb(void *r, EVP_PKEY *pkey)
+{
+    return X509_REQ_sign(r, pkey, EVP_sha256());
+}
+static int
+req_tbs_cb(void *r, unsigned char **pp)
+{
+    return i2d_re_X509_REQ_tbs(r, pp);
+}
+static int
+req_i2d_cb(void *r, unsigned char **pp)
+{
+    return i2d_X509_REQ(r, pp);
+}
+static void *
+req_d2i_cb(const unsigned char **pp, long len)
+{
+    return d2i_X509_REQ(NULL, pp, len);
+}
+static int
+req_verify_cb(void *r, EVP_PKEY *pkey)
+{
+    return X509_REQ_verify(r, pkey);
+}
+static void
+req_free_cb(void *r)
+{
+    X509_REQ_free(r);
+}
+
+pj_rc
+cert_tokenkey_sign_x509(struct cert_tokenkey *tk, X509 **xp, struct pj_err *err)
+{
+    static const struct tbs_ops ops = {
+        "certificate", x509_sign_cb,   x509_tbs_cb,  x509_i2d_cb,
+        x509_d2i_cb,   x509_verify_cb, x509_free_cb,
+    };
+    void *obj = *xp;
+    pj_rc rc = tokenkey_tbs_sign(tk, &ops, &obj, err);
+
+    *xp = obj;
+    return rc;
+}
+
+pj_rc
+cert_tokenkey_sign_req(struct cert_tokenkey *tk, X509_REQ **reqp,
+                       struct pj_err *err)
+{
+    static const struct tbs_ops ops = {
+        "CSR",      req_sign_cb,   req_tbs_cb,  req_i2d_cb,
+        req_d2i_cb, req_verify_cb, req_free_cb,
+    };
+    void *obj = *reqp;
+    pj_rc rc = tokenkey_tbs_sign(tk, &ops, &obj, err);
+
+    *reqp = obj;
+    return rc;
 }
 
 pj_rc
@@ -126,21 +303,6 @@ EVP_PKEY *
 cert_tokenkey_pkey(struct cert_tokenkey *tk)
 {
     return tk->pkey;
-}
-
-bool
-cert_tokenkey_failed(struct cert_tokenkey *tk, struct pj_err *err)
-{
-    if (tk->err.rc == PJ_OK) {
-        return false;
-    }
-    ERR_clear_error();
-    pj_err_set(err, tk->err.rc, "%s", tk->err.msg);
-    if (err != NULL && err->rc == tk->err.rc) {
-        err->ckr = tk->err.ckr;
-        err->sys = tk->err.sys;
-    }
-    return true;
 }
 
 void

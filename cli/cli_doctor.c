@@ -540,15 +540,6 @@ check_key_attrs(struct dr_ctx *x)
                "generate a signing key: p11jwt keygen (CKA_SIGN true, "
                "nothing else)",
                "CKA_SIGN is false: the key cannot sign assertions");
-    } else if (in->tpm && (in->can_decrypt || in->can_unwrap)) {
-        /*
-         * tpm2-pkcs11 signs a CKM_RSA_PKCS digest (how certificates are
-         * signed) with a TPM decrypt operation, so keygen keeps decrypt on
-         * TPM keys (docs/tpm.md); the key still never leaves the TPM.
-         */
-        dr_set(x, DR_KEY_USAGE, DR_OK, NULL,
-               "signs; decrypt is on because tpm2-pkcs11 needs it to sign "
-               "certificates (docs/tpm.md)");
     } else if (in->can_decrypt || in->can_unwrap) {
         /*
          * A warning, not a failure: signing works, but one RSA key used

@@ -131,10 +131,6 @@ cli_cmd_keygen(int argc, char **argv)
                    info.tpm_object_attributes);
         }
         printf("  bound: %s: %s\n", bound ? "yes" : "NO", why);
-        if (info.can_decrypt) {
-            printf("  note:  decrypt stays on: tpm2-pkcs11 signs CKM_RSA_PKCS "
-                   "(certificates) with TPM2_RSA_Decrypt\n");
-        }
     }
     ret = CLI_OK;
 out:

@@ -12,17 +12,11 @@
  * used for, which is public anyway, so they are left out there. The private
  * template stays whole: CKA_DECRYPT=FALSE is what makes tpm2-pkcs11 create
  * the TPM object without its decrypt attribute, sign-only in the chip.
- *
- * But tpm2-pkcs11 1.9.0 signs CKM_RSA_PKCS (a DigestInfo we built, which
- * is how certs/ signs through OpenSSL's digest callback) by padding it and
- * calling TPM2_RSA_Decrypt, which the TPM refuses ("inconsistent
- * attributes", CKR_GENERAL_ERROR) on a sign-only object; only
- * CKM_SHA256_RSA_PKCS goes through TPM2_Sign. So on a TPM the private key
- * keeps CKA_DECRYPT (TPMA decrypt) while HSM_TPM_KEY_DECRYPT is 1. Set it
- * to 0 once certificates are signed over the message (hsm_key_sign on the
- * TBS bytes) instead of a digest: the key is then sign-only in the chip.
+ * (tpm2-pkcs11 1.9.0 performs CKM_RSA_PKCS as TPM2_RSA_Decrypt, which a
+ * sign-only object refuses; nothing here uses it: assertions and, since
+ * certs/cert_tokenkey.c signs the TBS bytes, certificates and CSRs all go
+ * through CKM_SHA256_RSA_PKCS, which is TPM2_Sign.)
  */
-#define HSM_TPM_KEY_DECRYPT 1
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,7 +228,7 @@ hsm_keygen(struct hsm_module *mod, const struct hsm_keygen_opts *opts,
             {CKA_SENSITIVE, &t, sizeof(t)},
             {CKA_EXTRACTABLE, &f, sizeof(f)},
             {CKA_SIGN, &t, sizeof(t)},
-            {CKA_DECRYPT, tpm && HSM_TPM_KEY_DECRYPT ? &t : &f, sizeof(f)},
+            {CKA_DECRYPT, &f, sizeof(f)},
             {CKA_UNWRAP, &f, sizeof(f)},
             {CKA_DERIVE, &f, sizeof(f)},
             {CKA_MODIFIABLE, &t, sizeof(t)},

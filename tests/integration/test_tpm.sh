@@ -47,6 +47,12 @@ expect_ok "keygen on the TPM" p11 keygen --key "$KEY"
 grep -q "bound: yes" "$T/out" && grep -q "fixedTPM, fixedParent, sensitiveDataOrigin" "$T/out" &&
     pass "keygen reports the TPM public area" ||
     { fail "keygen TPM report"; cat "$T/out" >&2; }
+# Sign-only in the chip: no decrypt in PKCS#11 nor in TPMA_OBJECT (bit
+# 0x20000); certificates below are still signed by this key.
+attrs=$(sed -n 's/.*TPMA_OBJECT 0x\([0-9a-f]*\).*/\1/p' "$T/out")
+grep -q "no-decrypt, no-unwrap" "$T/out" && [ -n "$attrs" ] && [ $((0x$attrs & 0x20000)) -eq 0 ] &&
+    pass "the TPM key is sign-only (TPMA_OBJECT 0x$attrs)" ||
+    fail "the TPM key is not sign-only: $(grep -E 'flags|tpm:' "$T/out")"
 no_leftovers "after keygen"
 expect_fail "same label again" 1 "already exists" p11 keygen --key "$KEY"
 expect_fail "RSA-4096 refused before trying" 1 "RSA-4096 is not possible" \
