@@ -314,7 +314,7 @@ conn_close(struct server *s, struct agent_conn *c)
     close(c->fd);
     free(c->peer.exe);
     if (c->in != NULL) {
-        memset(c->in, 0, c->in_cap);
+        OPENSSL_cleanse(c->in, c->in_cap);
         free(c->in);
     }
     free(c);
