@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "agent/agent.h"
+#include "agent_fake.h"
 #include "core/pj_util.h"
 
 static const char conf[] = "[profile prod]\n"
@@ -24,38 +25,7 @@ static const char conf[] = "[profile prod]\n"
                            "session-lifetime = 1000\n"
                            "allow-uid = 1001\n";
 
-static struct agent_job *jobs[16];
-static unsigned n_jobs, n_http, n_answered;
-static bool finished[16];
-
-static bool
-fake_submit(struct agent *ag, struct agent_job *job)
-{
-    (void)ag;
-    assert_true(n_jobs < 16);
-    jobs[n_jobs++] = job;
-    return true;
-}
-
-static pj_rc
-fake_http(struct agent *ag, struct agent_job *job, struct pj_err *err)
-{
-    (void)ag;
-    (void)job;
-    (void)err;
-    n_http++;
-    return PJ_OK;
-}
-
-static void
-fake_answered(struct agent *ag, struct agent_req *req)
-{
-    (void)ag;
-    (void)req;
-    n_answered++;
-}
-
-static const struct agent_peer peer = {1001, 1001, 1, NULL, 0};
+static bool finished[FAKE_JOBS_MAX];
 
 static void finish(struct agent *ag, unsigned i, const char *token,
                    enum sf_class cls, const char *sferror);
@@ -63,20 +33,10 @@ static void finish(struct agent *ag, unsigned i, const char *token,
 static int
 setup(void **state)
 {
-    struct pj_config *cfg = NULL;
-    struct pj_err err = {0};
-    struct agent_backend be = {fake_submit, fake_http, fake_answered, NULL};
-    struct agent *ag = NULL;
+    struct agent *ag = fake_agent_new(conf);
 
-    assert_int_equal(pj_config_load_string(conf, "t.conf", &cfg, &err), PJ_OK);
-    assert_int_equal(agent_new(cfg, NULL, &be, &ag, &err), PJ_OK);
-    ag->fake_clock = true;
-    ag->fake_mono_ms = 1000000;
-    ag->fake_wall_s = 1800000000;
-    ag->rng = 12345;
     /* Pretend the key is open: jobs never reach a token here. */
     ag->profs->key = (struct hsm_key *)(uintptr_t)1;
-    n_jobs = n_http = n_answered = 0;
     memset(finished, 0, sizeof(finished));
     *state = ag;
     return 0;

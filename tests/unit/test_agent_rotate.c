@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "agent/agent.h"
+#include "agent_fake.h"
 #include "core/pj_util.h"
 
 static const char conf[] = "[profile prod]\n"
@@ -29,37 +30,7 @@ static const char conf[] = "[profile prod]\n"
 #define KEY_ACTIVE ((struct hsm_key *)(uintptr_t)1)
 #define KEY_NEXT ((struct hsm_key *)(uintptr_t)2)
 
-static struct agent_job *jobs[16];
-static unsigned n_jobs, n_answered;
-static bool done_[16];
-
-static bool
-fake_submit(struct agent *ag, struct agent_job *job)
-{
-    (void)ag;
-    assert_true(n_jobs < 16);
-    jobs[n_jobs++] = job;
-    return true;
-}
-
-static pj_rc
-fake_http(struct agent *ag, struct agent_job *job, struct pj_err *err)
-{
-    (void)ag;
-    (void)job;
-    (void)err;
-    return PJ_OK;
-}
-
-static void
-fake_answered(struct agent *ag, struct agent_req *req)
-{
-    (void)ag;
-    (void)req;
-    n_answered++;
-}
-
-static const struct agent_peer peer = {1001, 1001, 1, NULL, 0};
+static bool done_[FAKE_JOBS_MAX];
 
 /* Sign ok, then the HTTP answer: a token, or a Salesforce error. */
 static void
@@ -95,24 +66,14 @@ finish(struct agent *ag, unsigned i, const char *token, const char *error,
 static int
 setup(void **state)
 {
-    struct pj_config *cfg = NULL;
-    struct pj_err err = {0};
-    struct agent_backend be = {fake_submit, fake_http, fake_answered, NULL};
-    struct agent *ag = NULL;
+    struct agent *ag = fake_agent_new(conf);
 
-    assert_int_equal(pj_config_load_string(conf, "t.conf", &cfg, &err), PJ_OK);
-    assert_int_equal(agent_new(cfg, NULL, &be, &ag, &err), PJ_OK);
-    ag->fake_clock = true;
-    ag->fake_mono_ms = 1000000;
-    ag->fake_wall_s = 1800000000;
-    ag->rng = 12345;
     /* Stand-ins: jobs never reach a token here. */
     ag->profs->key = KEY_ACTIVE;
     ag->profs->rot.next = KEY_NEXT;
     ag->profs->rot.next_id[0] = 7;
     ag->profs->rot.next_id_len = 1;
     ag->profs->rot.next_since = 1799999000;
-    n_jobs = n_answered = 0;
     memset(done_, 0, sizeof(done_));
     *state = ag;
     return 0;
